@@ -1,0 +1,64 @@
+# stage1-vm build. `make` writes out/stage1-vm.aci; see README.md.
+
+VERSION ?= 0.1.0
+PREFIX ?= /usr
+DESTDIR ?=
+KERNEL ?=
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
+
+GO ?= go
+GOFLAGS_STATIC = CGO_ENABLED=0
+OUT = out
+ACI = $(OUT)/stage1-vm.aci
+GO_SOURCES = $(shell find . -name '*.go' -not -path './out/*') go.mod go.sum
+
+.PHONY: all deps kernel test unit-test e2e-test bench install clean demo
+
+all: $(ACI)
+
+deps:
+	@scripts/install-deps.sh
+
+$(OUT)/stage1-vm: $(GO_SOURCES) | deps
+	$(GOFLAGS_STATIC) $(GO) build -trimpath -o $@ ./stage1/cmd/stage1-vm
+
+$(OUT)/stage1-vm-init: $(GO_SOURCES) | deps
+	$(GOFLAGS_STATIC) $(GO) build -trimpath -o $@ ./init/cmd/stage1-vm-init
+
+$(OUT)/build: $(GO_SOURCES)
+	$(GO) build -o $@ ./build
+
+# The kernel script keeps its own cache keyed by the config and the source
+# version, so it runs every time and returns at once when nothing changed.
+kernel: | deps
+ifeq ($(KERNEL),)
+	@kernel/build.sh $(OUT)/bzImage
+else
+	@mkdir -p $(OUT) && cp $(KERNEL) $(OUT)/bzImage
+endif
+
+$(ACI): $(OUT)/stage1-vm $(OUT)/stage1-vm-init $(OUT)/build kernel aci-manifest/manifest.json.in $(wildcard init/units/*)
+	$(OUT)/build -out $@ -stage $(OUT)/aci -version $(VERSION) -kernel $(OUT)/bzImage
+	@echo "wrote $@"
+
+# Builds the image and runs a one-app pod that prints from inside the VM.
+demo: $(ACI)
+	$(GO) run ./tests/cmd/stage0 -aci $(ACI) -- /bin/sh -c 'echo "hello from $$(uname -n), kernel $$(uname -r)"'
+
+unit-test:
+	$(GO) test ./...
+
+e2e-test: $(ACI)
+	STAGE1_VM_ACI=$(abspath $(ACI)) $(GO) test -count=1 -timeout 60m -v ./tests/...
+
+test: unit-test e2e-test
+
+bench: $(ACI)
+	$(GO) run ./tests/cmd/bench -aci $(ACI) -kernel $(OUT)/bzImage -out docs/benchmarks.md
+
+install: $(ACI)
+	install -D -m 0644 $(ACI) $(DESTDIR)$(PREFIX)/lib/rkt/stage1-images/stage1-vm.aci
+
+clean:
+	rm -rf $(OUT)

@@ -1,0 +1,297 @@
+// Package agent is the guest's agent, a systemd service that owns the
+// virtio-serial ports: it copies the apps' output to the host, reports exit
+// statuses, decides when the pod ends, and takes the host's stop request.
+//
+// The pod ends when the first app fails (its status becomes the pod's) or
+// when every app has exited with 0. The agent then asks systemd to reboot,
+// which stops the remaining apps, and the reboot ends QEMU because QEMU runs
+// with -no-reboot.
+package agent
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stage1-vm/stage1-vm/init/ports"
+	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+	"github.com/stage1-vm/stage1-vm/internal/report"
+)
+
+// sigRebootSystemd is SIGRTMIN+5, on which systemd starts reboot.target.
+// systemd counts from glibc's SIGRTMIN, which is 34 on Linux.
+const sigRebootSystemd = unix.Signal(34 + 5)
+
+// streamDrainTimeout bounds the wait for an app's output streams to close
+// after it exited; a child the app left behind may still hold them.
+const streamDrainTimeout = 3 * time.Second
+
+// Agent is the state of the running agent.
+type Agent struct {
+	pod    *guestconfig.Pod
+	log    *slog.Logger
+	status *os.File
+	stdout *os.File
+	stderr *os.File
+
+	outMu sync.Mutex
+	errMu sync.Mutex
+
+	mu        sync.Mutex
+	statusMu  sync.Mutex
+	streams   map[string]*sync.WaitGroup
+	exited    map[string]int
+	stopping  bool
+	podStatus int
+	podExited bool
+}
+
+// Run starts the agent and serves until systemd stops it.
+func Run(log *slog.Logger) error {
+	pod, err := guestconfig.Load(filepath.Join(guestconfig.GuestConfigDir, guestconfig.FileName))
+	if err != nil {
+		return err
+	}
+	a := &Agent{pod: pod, log: log, streams: map[string]*sync.WaitGroup{}, exited: map[string]int{}}
+	for _, app := range pod.Apps {
+		a.streams[app.Name] = &sync.WaitGroup{}
+	}
+	if a.status, err = ports.Open(guestconfig.StatusPort, os.O_RDWR); err != nil {
+		return err
+	}
+	if a.stdout, err = ports.Open(guestconfig.StdoutPort, os.O_WRONLY); err != nil {
+		return err
+	}
+	if a.stderr, err = ports.Open(guestconfig.StderrPort, os.O_WRONLY); err != nil {
+		return err
+	}
+
+	ioListener, err := listen(ports.IOSocket)
+	if err != nil {
+		return err
+	}
+	controlListener, err := listen(ports.ControlSocket)
+	if err != nil {
+		return err
+	}
+	go a.serve(ioListener, a.handleStream)
+	go a.serve(controlListener, a.handleControl)
+	go a.readHost()
+
+	terminate := make(chan os.Signal, 1)
+	signal.Notify(terminate, unix.SIGTERM, unix.SIGINT)
+	if err := notifyReady(); err != nil {
+		return err
+	}
+	<-terminate
+
+	// systemd stops the agent after every app, so every status is in.
+	a.mu.Lock()
+	status := a.podStatus
+	a.mu.Unlock()
+	a.sendPodExit(status)
+	return nil
+}
+
+func listen(path string) (net.Listener, error) {
+	_ = os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return l, nil
+}
+
+func (a *Agent) serve(l net.Listener, handle func(net.Conn)) {
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			a.log.Error("accept failed", "socket", l.Addr().String(), "error", err)
+			return
+		}
+		go handle(conn)
+	}
+}
+
+// handleStream copies one app stream to its port. The first line names the
+// stream and the app: "stdout <app>" or "stderr <app>".
+func (a *Agent) handleStream(conn net.Conn) {
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	header, err := r.ReadString('\n')
+	if err != nil {
+		a.log.Error("read stream header failed", "error", err)
+		return
+	}
+	fields := strings.Fields(header)
+	if len(fields) != 2 {
+		a.log.Error("invalid stream header", "header", header)
+		return
+	}
+	a.mu.Lock()
+	wg, ok := a.streams[fields[1]]
+	if ok {
+		wg.Add(1)
+	}
+	a.mu.Unlock()
+	if !ok {
+		a.log.Error("stream for unknown app", "app", fields[1])
+		return
+	}
+	defer wg.Done()
+
+	port, mu := a.stdout, &a.outMu
+	if fields[0] == "stderr" {
+		port, mu = a.stderr, &a.errMu
+	}
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			mu.Lock()
+			_, werr := port.Write(buf[:n])
+			mu.Unlock()
+			if werr != nil {
+				a.log.Error("write app output to the host failed", "app", fields[1], "error", werr)
+			}
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			a.log.Error("read app output failed", "app", fields[1], "error", err)
+			return
+		}
+	}
+}
+
+// handleControl serves one command from a unit: "ready" or
+// "exited <app> <status>". It replies "ok" once the command took effect.
+func (a *Agent) handleControl(conn net.Conn) {
+	defer conn.Close()
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		a.log.Error("read control command failed", "error", err)
+		return
+	}
+	fields := strings.Fields(line)
+	switch {
+	case len(fields) == 1 && fields[0] == "ready":
+		a.send(report.Message{Kind: report.Ready})
+	case len(fields) == 3 && fields[0] == "exited":
+		status, err := strconv.Atoi(fields[2])
+		if err != nil {
+			fmt.Fprintf(conn, "invalid status %q\n", fields[2])
+			return
+		}
+		a.appExited(fields[1], status)
+	default:
+		fmt.Fprintf(conn, "unknown command %q\n", strings.TrimSpace(line))
+		return
+	}
+	fmt.Fprintln(conn, "ok")
+}
+
+// appExited waits for the app's output to reach the host, reports its
+// status and ends the pod if this exit decides it.
+func (a *Agent) appExited(app string, status int) {
+	a.mu.Lock()
+	wg := a.streams[app]
+	a.mu.Unlock()
+	if wg != nil {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(streamDrainTimeout):
+			a.log.Warn("app output still open after exit; a child process may hold it", "app", app)
+		}
+	}
+	a.send(report.Message{Kind: report.Exit, App: app, Status: status})
+
+	a.mu.Lock()
+	a.exited[app] = status
+	end := false
+	if !a.stopping && (status != 0 || len(a.exited) == len(a.pod.Apps)) {
+		a.stopping = true
+		a.podStatus = status
+		end = true
+	}
+	a.mu.Unlock()
+	if end {
+		a.sendPodExit(status)
+		a.reboot()
+	}
+}
+
+// readHost serves the host's commands on the status port: "stop" ends the
+// pod with the status it has so far.
+func (a *Agent) readHost() {
+	scanner := bufio.NewScanner(a.status)
+	for scanner.Scan() {
+		switch line := scanner.Text(); line {
+		case "stop":
+			a.log.Info("stop requested by the host")
+			a.mu.Lock()
+			a.stopping = true
+			a.mu.Unlock()
+			a.reboot()
+		default:
+			a.log.Warn("unknown command from the host", "command", line)
+		}
+	}
+}
+
+func (a *Agent) sendPodExit(status int) {
+	a.mu.Lock()
+	if a.podExited {
+		a.mu.Unlock()
+		return
+	}
+	a.podExited = true
+	a.mu.Unlock()
+	a.send(report.Message{Kind: report.PodExit, Status: status})
+}
+
+func (a *Agent) send(m report.Message) {
+	a.statusMu.Lock()
+	defer a.statusMu.Unlock()
+	if _, err := a.status.WriteString(m.String() + "\n"); err != nil {
+		a.log.Error("send report to the host failed", "report", m.String(), "error", err)
+	}
+}
+
+func (a *Agent) reboot() {
+	if err := unix.Kill(1, sigRebootSystemd); err != nil {
+		a.log.Error("ask systemd to reboot failed", "error", err)
+	}
+}
+
+// notifyReady tells systemd that the agent serves (sd_notify READY=1).
+func notifyReady() error {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return nil
+	}
+	if strings.HasPrefix(path, "@") {
+		path = "\x00" + path[1:]
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("notify systemd: %w", err)
+	}
+	defer conn.Close()
+	_, err = conn.Write([]byte("READY=1"))
+	return err
+}

@@ -1,0 +1,172 @@
+// Package appexec runs inside an app's systemd unit: Exec enters the app's
+// rootfs and execs the app, Exited reports the app's exit status.
+package appexec
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stage1-vm/stage1-vm/init/ports"
+	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+)
+
+// Exit statuses of Exec when the app cannot start, as a shell reports them.
+const (
+	StatusCannotExecute = 126
+	StatusNotFound      = 127
+)
+
+func loadApp(name string) (guestconfig.App, error) {
+	pod, err := guestconfig.Load(filepath.Join(guestconfig.GuestConfigDir, guestconfig.FileName))
+	if err != nil {
+		return guestconfig.App{}, err
+	}
+	app, ok := pod.App(name)
+	if !ok {
+		return guestconfig.App{}, fmt.Errorf("app %q is not in the pod", name)
+	}
+	return app, nil
+}
+
+// Exec replaces the process with the app. On failure it returns the exit
+// status to use and the error, which has already gone to the app's stderr
+// when that stream was set up.
+func Exec(name string) (int, error) {
+	app, err := loadApp(name)
+	if err != nil {
+		return 1, err
+	}
+	if err := connectStream("stdout", name, 1); err != nil {
+		return 1, err
+	}
+	if err := connectStream("stderr", name, 2); err != nil {
+		return 1, err
+	}
+	status, err := enterAndExec(app)
+	fmt.Fprintf(os.Stderr, "stage1-vm: app %s: %v\n", name, err)
+	return status, err
+}
+
+func enterAndExec(app guestconfig.App) (int, error) {
+	if err := unix.Chroot(app.RootfsPath()); err != nil {
+		return 1, fmt.Errorf("enter rootfs: %w", err)
+	}
+	if err := os.Chdir("/"); err != nil {
+		return 1, err
+	}
+	if err := os.MkdirAll(app.WorkingDirectory, 0o755); err != nil {
+		return 1, fmt.Errorf("create working directory %s: %w", app.WorkingDirectory, err)
+	}
+	if err := os.Chdir(app.WorkingDirectory); err != nil {
+		return 1, fmt.Errorf("enter working directory %s: %w", app.WorkingDirectory, err)
+	}
+
+	gids := make([]int, len(app.SupplementaryGIDs))
+	for i, g := range app.SupplementaryGIDs {
+		gids[i] = int(g)
+	}
+	if err := unix.Setgroups(gids); err != nil {
+		return 1, fmt.Errorf("set supplementary groups %v: %w", gids, err)
+	}
+	if err := unix.Setgid(int(app.GID)); err != nil {
+		return 1, fmt.Errorf("set gid %d: %w", app.GID, err)
+	}
+	if err := unix.Setuid(int(app.UID)); err != nil {
+		return 1, fmt.Errorf("set uid %d: %w", app.UID, err)
+	}
+
+	err := unix.Exec(app.Exec[0], app.Exec, app.Env)
+	status := StatusCannotExecute
+	if errors.Is(err, unix.ENOENT) {
+		status = StatusNotFound
+	}
+	return status, fmt.Errorf("exec %s: %w", app.Exec[0], err)
+}
+
+// connectStream connects fd to the agent's stream of the app, which the
+// agent copies to the host's stdout or stderr.
+func connectStream(stream, app string, fd int) error {
+	conn, err := net.Dial("unix", ports.IOSocket)
+	if err != nil {
+		return fmt.Errorf("connect %s to the agent: %w", stream, err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "%s %s\n", stream, app); err != nil {
+		return fmt.Errorf("connect %s to the agent: %w", stream, err)
+	}
+	file, err := conn.(*net.UnixConn).File()
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	if err := unix.Dup3(int(file.Fd()), fd, 0); err != nil {
+		return fmt.Errorf("dup %s: %w", stream, err)
+	}
+	return nil
+}
+
+// ExitStatus converts systemd's $EXIT_CODE and $EXIT_STATUS, which it sets
+// for ExecStopPost=, into a shell-style status: the exit code, or 128 plus
+// the signal number for an app killed by a signal.
+func ExitStatus(code, status string) (int, error) {
+	switch code {
+	case "exited":
+		n, err := strconv.Atoi(status)
+		if err != nil || n < 0 || n > 255 {
+			return 1, fmt.Errorf("invalid EXIT_STATUS %q", status)
+		}
+		return n, nil
+	case "killed", "dumped":
+		sig := unix.SignalNum("SIG" + status)
+		if sig == 0 {
+			return 1, fmt.Errorf("unknown signal %q in EXIT_STATUS", status)
+		}
+		return 128 + int(sig), nil
+	case "":
+		// The unit failed before its process started.
+		return 1, errors.New("EXIT_CODE is not set; the app never started")
+	}
+	return 1, fmt.Errorf("invalid EXIT_CODE %q", code)
+}
+
+// Exited reports the app's exit status to the agent and waits until the
+// agent has passed it and the app's output on to the host.
+func Exited(name string) error {
+	status, err := ExitStatus(os.Getenv("EXIT_CODE"), os.Getenv("EXIT_STATUS"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "stage1-vm: app %s: %v; reporting status %d\n", name, err, status)
+	}
+	_, err = Control(fmt.Sprintf("exited %s %d", name, status))
+	return err
+}
+
+// Control sends one command to the agent and returns its one-line reply.
+func Control(command string) (string, error) {
+	conn, err := net.Dial("unix", ports.ControlSocket)
+	if err != nil {
+		return "", fmt.Errorf("connect to the agent: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := fmt.Fprintln(conn, command); err != nil {
+		return "", fmt.Errorf("send %q to the agent: %w", command, err)
+	}
+	reply, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("read the agent's reply to %q: %w", command, err)
+	}
+	reply = strings.TrimSpace(reply)
+	if reply != "ok" {
+		return reply, fmt.Errorf("the agent rejected %q: %s", command, reply)
+	}
+	return reply, nil
+}

@@ -1,0 +1,121 @@
+// Package gc holds the gc and stop entrypoints.
+package gc
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/appc/spec/schema/types"
+	"golang.org/x/sys/unix"
+
+	"github.com/stage1-vm/stage1-vm/stage1/pod"
+)
+
+// GC releases what a pod held: a QEMU that outlived its supervisor and the
+// runtime folder. It is safe to run twice and after a crash.
+// Arguments: [--debug] --local-config DIR <uuid>; the working directory is
+// the pod directory.
+func GC(args []string) error {
+	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Bool("debug", false, "debug output")
+	fs.String("local-config", "", "rkt's local configuration folder")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("invalid gc arguments %q: %w", strings.Join(args, " "), err)
+	}
+	uuid, err := podUUID(fs.Args())
+	if err != nil {
+		return err
+	}
+	if err := killQEMU(uuid, unix.SIGKILL); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(pod.RuntimeDir); err != nil {
+		return fmt.Errorf("remove runtime folder of pod %s: %w", uuid, err)
+	}
+	return nil
+}
+
+// Stop makes the pod end: gracefully by default, the run entrypoint asking
+// the guest to stop its apps; at once with --force, by killing QEMU.
+// Arguments: [--force] <uuid>.
+func Stop(args []string) error {
+	fs := flag.NewFlagSet("stop", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	force := fs.Bool("force", false, "end the VM at once")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("invalid stop arguments %q: %w", strings.Join(args, " "), err)
+	}
+	uuid, err := podUUID(fs.Args())
+	if err != nil {
+		return err
+	}
+	if *force {
+		return killQEMU(uuid, unix.SIGKILL)
+	}
+	data, err := os.ReadFile(pod.PIDFile)
+	if err != nil {
+		return fmt.Errorf("pod %s is not running: %w", uuid, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return fmt.Errorf("invalid pid file of pod %s: %q", uuid, data)
+	}
+	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
+		return fmt.Errorf("signal the run entrypoint of pod %s (pid %d): %w", uuid, pid, err)
+	}
+	return nil
+}
+
+func podUUID(args []string) (string, error) {
+	if len(args) != 1 {
+		return "", fmt.Errorf("expected one pod UUID, got %q", args)
+	}
+	uuid, err := types.NewUUID(args[0])
+	if err != nil {
+		return "", fmt.Errorf("invalid pod UUID %q: %w", args[0], err)
+	}
+	return uuid.String(), nil
+}
+
+// killQEMU signals the pod's QEMU if it still runs. The pid file alone is
+// not trusted: the process must carry the pod's UUID on its command line,
+// so a reused pid is never signalled.
+func killQEMU(uuid string, sig unix.Signal) error {
+	data, err := os.ReadFile(filepath.Join(pod.RuntimeDir, "qemu.pid"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read QEMU pid of pod %s: %w", uuid, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return fmt.Errorf("invalid QEMU pid file of pod %s: %q", uuid, data)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil
+	}
+	if !bytes.Contains(cmdline, []byte("\x00-uuid\x00"+uuid+"\x00")) {
+		return nil
+	}
+	if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("kill QEMU of pod %s (pid %d): %w", uuid, pid, err)
+	}
+	for i := 0; i < 100; i++ {
+		if unix.Kill(pid, 0) != nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("QEMU of pod %s (pid %d) did not exit after %s", uuid, pid, sig)
+}

@@ -1,0 +1,177 @@
+package pod
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/appc/spec/schema"
+	"github.com/appc/spec/schema/types"
+	"golang.org/x/sys/unix"
+
+	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+	"github.com/stage1-vm/stage1-vm/stage1/inroot"
+)
+
+// DefaultPath is the PATH the appc specification gives apps that set none.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Options are the run flags that shape the guest configuration.
+type Options struct {
+	UUID     string
+	Hostname string
+	Debug    bool
+}
+
+// GuestConfig converts the pod manifest into the guest's configuration and
+// checks each app against its rootfs in podDir. Every error names the app
+// and the value at fault.
+func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestconfig.Pod, error) {
+	if err := ValidateHostname(opts.Hostname); err != nil {
+		return nil, err
+	}
+	cfg := &guestconfig.Pod{
+		UUID:     opts.UUID,
+		Hostname: opts.Hostname,
+		Debug:    opts.Debug,
+	}
+	for i, ra := range pm.Apps {
+		name := ra.Name.String()
+		if ra.App == nil {
+			return nil, fmt.Errorf("app %s: the pod manifest has no app section; rkt fills it from the image manifest", name)
+		}
+		app, err := guestApp(podDir, name, ra.App.Exec, ra.App.Environment, ra.App.WorkingDirectory, ra.App.User, ra.App.Group, ra.App.SupplementaryGIDs)
+		if err != nil {
+			return nil, fmt.Errorf("app %s: %w", name, err)
+		}
+		app.MountTag = fmt.Sprintf("app%d", i)
+		cfg.Apps = append(cfg.Apps, app)
+	}
+	return cfg, nil
+}
+
+func guestApp(podDir, name string, exec []string, env types.Environment, workDir, user, group string, gids []int) (guestconfig.App, error) {
+	app := guestconfig.App{Name: name}
+	rootfs := path.Join(podDir, AppRootfs(name))
+	if _, err := os.Stat(rootfs); err != nil {
+		return app, fmt.Errorf("rootfs not found at %s: %w", rootfs, err)
+	}
+
+	if len(exec) == 0 {
+		return app, fmt.Errorf("exec is empty; the image manifest or --exec must give a command")
+	}
+	if !path.IsAbs(exec[0]) {
+		return app, fmt.Errorf("exec[0] %q is not an absolute path", exec[0])
+	}
+	if err := checkExecutable(rootfs, exec[0]); err != nil {
+		return app, err
+	}
+	app.Exec = append([]string(nil), exec...)
+
+	uid, err := parseID("user", user)
+	if err != nil {
+		return app, err
+	}
+	gid, err := parseID("group", group)
+	if err != nil {
+		return app, err
+	}
+	app.UID, app.GID = uid, gid
+	for _, g := range gids {
+		if g < 0 || int64(g) > int64(^uint32(0)) {
+			return app, fmt.Errorf("supplementary GID %d is out of range", g)
+		}
+		app.SupplementaryGIDs = append(app.SupplementaryGIDs, uint32(g))
+	}
+
+	if workDir == "" {
+		workDir = "/"
+	}
+	app.WorkingDirectory = workDir
+	app.Env = appEnv(name, uid, env)
+	return app, nil
+}
+
+// checkExecutable makes a missing or non-executable exec[0] an error before
+// the VM boots. The lookup stays inside the app rootfs.
+func checkExecutable(rootfs, file string) error {
+	f, err := inroot.Open(rootfs, file, unix.O_PATH)
+	if err != nil {
+		return fmt.Errorf("executable %q not found in the app image: %w", file, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat executable %q: %w", file, err)
+	}
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("executable %q is not a regular file (mode %s)", file, info.Mode())
+	}
+	if info.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("executable %q has no execute permission (mode %s)", file, info.Mode())
+	}
+	return nil
+}
+
+// parseID accepts a numeric id or "root".
+// TODO: resolve user and group names from the app image's /etc/passwd and
+// /etc/group; until then any other name is rejected before boot.
+func parseID(kind, value string) (uint32, error) {
+	if value == "root" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(value, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%s %q: only numeric ids and \"root\" are supported so far", kind, value)
+	}
+	return uint32(n), nil
+}
+
+// appEnv builds the app's environment: the defaults of the appc execution
+// environment, then the manifest's variables, which override the defaults
+// except AC_APP_NAME.
+func appEnv(name string, uid uint32, manifestEnv types.Environment) []string {
+	home, user := "/", strconv.FormatUint(uint64(uid), 10)
+	if uid == 0 {
+		home, user = "/root", "root"
+	}
+	defaults := [][2]string{
+		{"PATH", DefaultPath},
+		{"HOME", home},
+		{"USER", user},
+		{"LOGNAME", user},
+		{"SHELL", "/bin/sh"},
+	}
+
+	var env []string
+	index := map[string]int{}
+	set := func(k, v string) {
+		if i, ok := index[k]; ok {
+			env[i] = k + "=" + v
+			return
+		}
+		index[k] = len(env)
+		env = append(env, k+"="+v)
+	}
+	for _, kv := range defaults {
+		set(kv[0], kv[1])
+	}
+	for _, kv := range manifestEnv {
+		if kv.Name == "AC_APP_NAME" {
+			continue
+		}
+		set(kv.Name, kv.Value)
+	}
+	set("AC_APP_NAME", name)
+	return env
+}
+
+// ValidateHostname checks a hostname for sethostname(2) in the guest.
+func ValidateHostname(h string) error {
+	if h == "" || len(h) > 64 || strings.ContainsAny(h, "/\x00 \n") {
+		return fmt.Errorf("invalid hostname %q: use 1 to 64 characters without spaces or slashes", h)
+	}
+	return nil
+}

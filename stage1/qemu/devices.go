@@ -1,0 +1,98 @@
+package qemu
+
+import (
+	"fmt"
+	"strings"
+
+	govmm "github.com/intel/govmm/qemu"
+)
+
+// The devices below implement govmm's Device interface. govmm's own
+// FSDevice has no read-only export and its CharDevice always makes QEMU the
+// socket server, so these render those arguments themselves.
+
+// Share is a 9p export of a host folder over virtio-mmio.
+type Share struct {
+	// Tag is the mount tag the guest mounts by (at most 31 bytes).
+	Tag string
+	// Path is the host folder.
+	Path string
+	// ReadOnly makes QEMU reject every write from the guest.
+	ReadOnly bool
+}
+
+// MaxTagLength is the longest 9p mount tag QEMU accepts.
+const MaxTagLength = 31
+
+// Valid reports whether the share can be rendered.
+func (s Share) Valid() bool {
+	return s.Tag != "" && len(s.Tag) <= MaxTagLength && s.Path != "" && !strings.Contains(s.Path, ",")
+}
+
+// QemuParams renders the -fsdev and -device arguments.
+func (s Share) QemuParams(*govmm.Config) []string {
+	id := "fs-" + s.Tag
+	// A read-only export cannot change ownership, so it uses the "none"
+	// model. Writable app shares use "passthrough" so that files the guest
+	// creates keep the guest's uid and gid.
+	// NOTE: with passthrough, root in the guest can create setuid files and
+	// device nodes inside the shared folder on the host. No host code runs
+	// or opens them, but "mapped-xattr" would keep them inert; it needs
+	// user xattrs on the file system under the pod directory.
+	fsdev := fmt.Sprintf("local,id=%s,path=%s,security_model=passthrough,multidevs=remap", id, s.Path)
+	if s.ReadOnly {
+		fsdev = fmt.Sprintf("local,id=%s,path=%s,security_model=none,readonly=on,multidevs=remap", id, s.Path)
+	}
+	return []string{
+		"-fsdev", fsdev,
+		"-device", fmt.Sprintf("virtio-9p-device,fsdev=%s,mount_tag=%s", id, s.Tag),
+	}
+}
+
+// SerialPort is a named virtio-serial port whose host end connects to a
+// unix socket that the supervisor listens on. The guest finds it by name
+// under /sys/class/virtio-ports.
+type SerialPort struct {
+	// ID is the QEMU id of the chardev and the device.
+	ID string
+	// Name is the port name the guest sees.
+	Name string
+	// Socket is the path of the host's listening unix socket.
+	Socket string
+}
+
+// Valid reports whether the port can be rendered.
+func (p SerialPort) Valid() bool {
+	return p.ID != "" && p.Name != "" && p.Socket != "" && !strings.Contains(p.Socket, ",")
+}
+
+// QemuParams renders the -chardev and -device arguments. QEMU connects to
+// the socket as a client when it starts, so nothing the guest writes before
+// the supervisor reads is lost.
+func (p SerialPort) QemuParams(*govmm.Config) []string {
+	return []string{
+		"-chardev", fmt.Sprintf("socket,id=%s,path=%s", p.ID, p.Socket),
+		"-device", fmt.Sprintf("virtserialport,bus=vser0.0,chardev=%s,id=port-%s,name=%s", p.ID, p.ID, p.Name),
+	}
+}
+
+// Console is the guest's first serial port (ttyS0), the kernel console,
+// connected to a unix socket that the supervisor listens on. A virtio
+// console is no substitute: its port appears after the kernel has opened
+// the initial console for init, so init would start without stdio.
+type Console struct {
+	Socket string
+}
+
+// Valid reports whether the console can be rendered.
+func (c Console) Valid() bool {
+	return c.Socket != "" && !strings.Contains(c.Socket, ",")
+}
+
+// QemuParams renders the -chardev and -serial arguments.
+func (c Console) QemuParams(*govmm.Config) []string {
+	return []string{
+		"-chardev", fmt.Sprintf("socket,id=console,path=%s", c.Socket),
+		"-serial", "chardev:console",
+	}
+}

@@ -1,0 +1,155 @@
+// Package run is the run entrypoint: it prepares the pod's guest
+// configuration, boots the VM, relays its output and returns the pod's exit
+// status.
+package run
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/appc/spec/schema/types"
+
+	"github.com/stage1-vm/stage1-vm/stage1/qemu"
+)
+
+// Flags are the run entrypoint's arguments in stage1 interface version 6,
+// as rkt 1.30.0 passes them.
+type Flags struct {
+	Debug                          bool
+	Net                            string
+	Interactive                    bool
+	PrivateUsers                   string
+	MDSToken                       string
+	LocalConfig                    string
+	Hostname                       string
+	DNSConfMode                    string
+	DisableCapabilitiesRestriction bool
+	DisablePaths                   bool
+	DisableSeccomp                 bool
+	Mutable                        bool
+	IPC                            string
+	UUID                           string
+}
+
+// ParseFlags parses the run entrypoint's arguments, without argv[0].
+func ParseFlags(args []string) (*Flags, error) {
+	f := &Flags{}
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&f.Debug, "debug", false, "show the kernel and systemd boot and debug logs")
+	fs.StringVar(&f.Net, "net", "default", "networks of the pod")
+	fs.BoolVar(&f.Interactive, "interactive", false, "pass stdin to the app")
+	fs.StringVar(&f.PrivateUsers, "private-users", "", "user namespace uid shift U:N")
+	fs.StringVar(&f.MDSToken, "mds-token", "", "metadata service token")
+	fs.StringVar(&f.LocalConfig, "local-config", "", "rkt's local configuration folder")
+	fs.StringVar(&f.Hostname, "hostname", "", "pod hostname (default rkt-<uuid>)")
+	fs.StringVar(&f.DNSConfMode, "dns-conf-mode", "", "resolv=X,hosts=Y")
+	fs.BoolVar(&f.DisableCapabilitiesRestriction, "disable-capabilities-restriction", false, "keep all capabilities")
+	fs.BoolVar(&f.DisablePaths, "disable-paths", false, "do not restrict /proc and /sys")
+	fs.BoolVar(&f.DisableSeccomp, "disable-seccomp", false, "do not filter system calls")
+	fs.BoolVar(&f.Mutable, "mutable", false, "the pod accepts rkt app commands")
+	fs.StringVar(&f.IPC, "ipc", "", "IPC namespace mode")
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("invalid arguments %q: %w", strings.Join(args, " "), err)
+	}
+	if fs.NArg() != 1 {
+		return nil, fmt.Errorf("expected one pod UUID after the flags, got %d arguments: %q", fs.NArg(), fs.Args())
+	}
+	uuid, err := types.NewUUID(fs.Arg(0))
+	if err != nil {
+		return nil, fmt.Errorf("invalid pod UUID %q: %w", fs.Arg(0), err)
+	}
+	f.UUID = uuid.String()
+	if f.Hostname == "" {
+		f.Hostname = "rkt-" + f.UUID
+	}
+	return f, nil
+}
+
+// CheckSupported rejects the flags whose behavior is not built yet, so that
+// a pod never runs with a setting silently dropped.
+func (f *Flags) CheckSupported() error {
+	if f.Net != "none" {
+		return fmt.Errorf("--net=%s is not supported yet: only --net=none works in this version of stage1-vm", f.Net)
+	}
+	if f.PrivateUsers != "" {
+		return fmt.Errorf("--private-users=%s is not supported yet", f.PrivateUsers)
+	}
+	if f.Interactive {
+		return errors.New("--interactive is not supported yet")
+	}
+	if f.Mutable {
+		return errors.New("--mutable (rkt app sandbox) is not supported yet")
+	}
+	return nil
+}
+
+// Environment variables that configure the VM. rkt passes its own
+// environment on to the run entrypoint.
+const (
+	EnvAccel             = "STAGE1_VM_ACCEL"
+	EnvBootTimeout       = "STAGE1_VM_BOOT_TIMEOUT"
+	EnvExtraKernelParams = "RKT_HYPERVISOR_EXTRA_KERNEL_PARAMS"
+)
+
+// DefaultBootTimeout is how long the guest may take to reach user space.
+// Under TCG on a loaded 2-core host a boot takes about 1 to 3 s.
+const DefaultBootTimeout = 30 * time.Second
+
+// kvmProbeTimeout bounds the first boot attempt under KVM in auto mode: a
+// KVM guest reaches user space in well under a second, so a guest silent for
+// this long is stuck, and the pod is booted again under TCG.
+const kvmProbeTimeout = 10 * time.Second
+
+// VMSettings are the settings read from the environment.
+type VMSettings struct {
+	// Accel is "auto", "kvm" or "tcg".
+	Accel       string
+	BootTimeout time.Duration
+	ExtraParams []string
+}
+
+// ReadVMSettings reads and checks the environment variables.
+func ReadVMSettings(getenv func(string) string) (VMSettings, error) {
+	s := VMSettings{Accel: "auto", BootTimeout: DefaultBootTimeout}
+	if v := getenv(EnvAccel); v != "" {
+		if v != "auto" && v != qemu.KVM && v != qemu.TCG {
+			return s, fmt.Errorf("invalid %s=%q: use auto, kvm or tcg", EnvAccel, v)
+		}
+		s.Accel = v
+	}
+	if v := getenv(EnvBootTimeout); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 3600 {
+			return s, fmt.Errorf("invalid %s=%q: use a whole number of seconds from 1 to 3600", EnvBootTimeout, v)
+		}
+		s.BootTimeout = time.Duration(n) * time.Second
+	}
+	s.ExtraParams = strings.Fields(getenv(EnvExtraKernelParams))
+	return s, nil
+}
+
+// lockFD returns the pod lock that rkt passes in RKT_LOCK_FD, marked
+// close-on-exec so that only this process holds it.
+func lockFD() (*os.File, error) {
+	v := os.Getenv("RKT_LOCK_FD")
+	if v == "" {
+		return nil, errors.New("RKT_LOCK_FD is not set; the run entrypoint must be started by rkt or a stage0 that passes the pod lock")
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 0 {
+		return nil, fmt.Errorf("invalid RKT_LOCK_FD=%q: expected a file descriptor number", v)
+	}
+	var st syscallStat
+	if err := fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("RKT_LOCK_FD=%d is not an open file descriptor: %w", fd, err)
+	}
+	closeOnExec(fd)
+	return os.NewFile(uintptr(fd), "pod-lock"), nil
+}

@@ -1,0 +1,221 @@
+package run
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	govmm "github.com/intel/govmm/qemu"
+
+	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+	"github.com/stage1-vm/stage1-vm/stage1/pod"
+	"github.com/stage1-vm/stage1-vm/stage1/qemu"
+	"github.com/stage1-vm/stage1-vm/stage1/units"
+)
+
+// Paths inside the stage1 image, relative to the pod directory.
+const (
+	HostDir      = "stage1/rootfs/stage1-vm/host"
+	GuestRootDir = "stage1/rootfs/stage1-vm/guest"
+	QEMUDir      = HostDir + "/qemu"
+	KernelFile   = HostDir + "/kernel/bzImage"
+)
+
+// ErrorExitStatus is the exit status of the run entrypoint when stage1-vm
+// itself fails, as opposed to an app; rkt uses the same value for its own
+// errors.
+const ErrorExitStatus = 254
+
+// gracefulStopTimeout is how long a stop request from a signal waits for the
+// guest to stop its apps before QEMU is killed.
+const gracefulStopTimeout = 20 * time.Second
+
+// GuestMemoryMiB is the VM's RAM. systemd-shutdown's mlockall needs 36 MiB
+// or more on a 9p root.
+const GuestMemoryMiB = 128
+
+// Main runs the pod and returns the process exit status.
+func Main(args []string) int {
+	flags, err := ParseFlags(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "stage1-vm: %v\n", err)
+		return ErrorExitStatus
+	}
+	level := slog.LevelWarn
+	if flags.Debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pod", flags.UUID)
+
+	status, err := runPod(flags, log)
+	if err != nil {
+		log.Error("pod failed", "error", err)
+		fmt.Fprintf(os.Stderr, "stage1-vm: %v\n", err)
+		return ErrorExitStatus
+	}
+	return status
+}
+
+// cleanups runs registered functions in reverse order and collects errors.
+type cleanups []func() error
+
+func (c *cleanups) add(f func() error) { *c = append(*c, f) }
+
+func (c cleanups) run() error {
+	var result *multierror.Error
+	for i := len(c) - 1; i >= 0; i-- {
+		if err := c[i](); err != nil {
+			result = multierror.Append(result, err)
+		}
+	}
+	return result.ErrorOrNil()
+}
+
+func runPod(flags *Flags, log *slog.Logger) (status int, err error) {
+	var undo cleanups
+	defer func() {
+		if cerr := undo.run(); cerr != nil {
+			log.Error("cleanup failed", "error", cerr)
+			if err == nil {
+				err = fmt.Errorf("clean up pod %s: %w", flags.UUID, cerr)
+			}
+		}
+	}()
+
+	// Step 1: check the arguments, the environment and the pod lock.
+	if err := flags.CheckSupported(); err != nil {
+		return 0, err
+	}
+	settings, err := ReadVMSettings(os.Getenv)
+	if err != nil {
+		return 0, err
+	}
+	lock, err := lockFD()
+	if err != nil {
+		return 0, err
+	}
+	// The pod counts as running for rkt while this process holds the lock.
+	defer lock.Close()
+	podDir, err := os.Getwd()
+	if err != nil {
+		return 0, err
+	}
+
+	// Step 2: load the pod manifest and build the guest configuration.
+	manifest, err := pod.LoadManifest(podDir)
+	if err != nil {
+		return 0, err
+	}
+	if pod.IsMutable(manifest) {
+		return 0, errors.New("mutable pods (rkt app sandbox) are not supported yet")
+	}
+	if len(manifest.Apps) == 0 {
+		return 0, errors.New("the pod manifest has no apps")
+	}
+	cfg, err := pod.GuestConfig(podDir, manifest, pod.Options{UUID: flags.UUID, Hostname: flags.Hostname, Debug: flags.Debug})
+	if err != nil {
+		return 0, err
+	}
+
+	// Step 3: write the config share.
+	runtimeDir := filepath.Join(podDir, pod.RuntimeDir)
+	if err := os.RemoveAll(runtimeDir); err != nil {
+		return 0, err
+	}
+	configDir := filepath.Join(runtimeDir, "config")
+	if err := os.MkdirAll(configDir, 0o700); err != nil {
+		return 0, fmt.Errorf("create %s: %w", configDir, err)
+	}
+	undo.add(func() error { return os.RemoveAll(runtimeDir) })
+	if err := guestconfig.Write(configDir, cfg); err != nil {
+		return 0, err
+	}
+	if err := units.Write(filepath.Join(configDir, guestconfig.UnitsDir), cfg); err != nil {
+		return 0, err
+	}
+
+	// Step 4: write the pid file; rkt reads it for status and enter.
+	if err := pod.WritePID(podDir, os.Getpid()); err != nil {
+		return 0, err
+	}
+
+	// Step 5: boot the VM and supervise it until it exits.
+	vm := newVM(podDir, cfg, flags, settings)
+	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug}
+	return sup.boot(vm, settings)
+}
+
+// newVM describes the VM of a pod, with the accelerator still unset.
+func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSettings) *qemu.VM {
+	machineID := strings.ReplaceAll(cfg.UUID, "-", "")
+	params := []string{
+		"console=ttyS0",
+		"root=" + guestconfig.SystemTag,
+		"rootfstype=9p",
+		"rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose",
+		"ro",
+		"init=" + guestconfig.GuestInit,
+		// microvm under TCG hangs at random in early boot with ACPI on;
+		// with acpi=off no hang was seen in 40 boots. Shutdown then goes
+		// through a reboot by triple fault, which ends QEMU (-no-reboot).
+		"acpi=off",
+		"reboot=t",
+		"panic=-1",
+		"systemd.machine_id=" + machineID,
+	}
+	if !flags.Debug {
+		params = append(params, "quiet", "loglevel=3")
+	}
+	params = append(params, settings.ExtraParams...)
+
+	rel := func(p string) string { return filepath.Join(podDir, p) }
+	devices := []govmm.Device{
+		qemu.Console{Socket: consoleSocket},
+		qemu.SerialPort{ID: "status", Name: guestconfig.StatusPort, Socket: statusSocket},
+		qemu.SerialPort{ID: "stdout", Name: guestconfig.StdoutPort, Socket: stdoutSocket},
+		qemu.SerialPort{ID: "stderr", Name: guestconfig.StderrPort, Socket: stderrSocket},
+		qemu.Share{Tag: guestconfig.SystemTag, Path: rel(GuestRootDir), ReadOnly: true},
+		qemu.Share{Tag: guestconfig.ConfigTag, Path: rel(filepath.Join(pod.RuntimeDir, "config")), ReadOnly: true},
+	}
+	for _, app := range cfg.Apps {
+		devices = append(devices, qemu.Share{Tag: app.MountTag, Path: rel(pod.AppRootfs(app.Name))})
+	}
+	devices = append(devices, govmm.RngDevice{ID: "rng0", Filename: "/dev/urandom", Transport: govmm.TransportMMIO})
+
+	return &qemu.VM{
+		Name:         "rkt-" + cfg.UUID,
+		UUID:         cfg.UUID,
+		Bundle:       qemu.Bundle{Dir: rel(QEMUDir)},
+		Machine:      "microvm",
+		MemoryMiB:    GuestMemoryMiB,
+		CPUs:         1,
+		Kernel:       rel(KernelFile),
+		KernelParams: params,
+		PIDFile:      rel(filepath.Join(pod.RuntimeDir, "qemu.pid")),
+		Devices:      devices,
+	}
+}
+
+// Sockets of the guest's ports, relative to the pod directory, which is the
+// working directory of both this process and QEMU. Relative paths keep them
+// under the 108-byte limit of unix socket paths whatever the pod directory.
+var (
+	consoleSocket = filepath.Join(pod.RuntimeDir, "console.sock")
+	statusSocket  = filepath.Join(pod.RuntimeDir, "status.sock")
+	stdoutSocket  = filepath.Join(pod.RuntimeDir, "stdout.sock")
+	stderrSocket  = filepath.Join(pod.RuntimeDir, "stderr.sock")
+)
+
+// signals returns a channel of the signals that stop the pod.
+func signals() (chan os.Signal, func()) {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	return ch, func() { signal.Stop(ch) }
+}

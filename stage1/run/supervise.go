@@ -1,0 +1,329 @@
+package run
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+	"github.com/stage1-vm/stage1-vm/internal/report"
+	"github.com/stage1-vm/stage1-vm/stage1/pod"
+	"github.com/stage1-vm/stage1-vm/stage1/qemu"
+)
+
+// consoleTailSize is how much of the guest console is kept to explain a
+// failed boot.
+const consoleTailSize = 8 * 1024
+
+// errNoSignOfLife is returned when the boot watchdog fires.
+var errNoSignOfLife = errors.New("no sign of life from the guest")
+
+// supervisor runs one pod's VM: it relays the ports, enforces the boot
+// watchdog and records what the guest reports.
+type supervisor struct {
+	podDir string
+	pod    *guestconfig.Pod
+	log    *slog.Logger
+	debug  bool
+}
+
+// boot starts the VM with the configured accelerator and, in auto mode,
+// boots again under TCG when a KVM guest shows no sign of life.
+func (s *supervisor) boot(vm *qemu.VM, settings VMSettings) (int, error) {
+	accel := settings.Accel
+	if accel == "auto" {
+		if err := qemu.KVMUsable(); err != nil {
+			s.log.Warn("KVM is not usable, running the VM under TCG (software emulation), which is many times slower", "reason", err)
+			accel = qemu.TCG
+		} else {
+			vm.Accel = qemu.KVM
+			timeout := min(settings.BootTimeout, kvmProbeTimeout)
+			status, err := s.attempt(vm, timeout)
+			if !errors.Is(err, errNoSignOfLife) {
+				return status, err
+			}
+			s.log.Warn("the guest showed no sign of life under KVM; booting it again under TCG. Set STAGE1_VM_ACCEL=tcg to skip KVM on this host", "timeout", timeout)
+			accel = qemu.TCG
+		}
+	}
+	vm.Accel = accel
+	status, err := s.attempt(vm, settings.BootTimeout)
+	if errors.Is(err, errNoSignOfLife) {
+		return 0, fmt.Errorf("the guest showed no sign of life within %s under %s; with KVM this happens when the host's virtualization does not work (for example nested virtualization), so try %s=tcg, or raise %s: %w",
+			settings.BootTimeout, strings.ToUpper(vm.Accel), EnvAccel, EnvBootTimeout, err)
+	}
+	return status, err
+}
+
+// attempt boots the VM once and supervises it until QEMU exits.
+func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error) {
+	if args, err := vm.Args(); err == nil {
+		s.log.Debug("starting VM", "accelerator", vm.Accel, "bootTimeout", bootTimeout, "qemuArgs", strings.Join(args, " "))
+	}
+	names := []string{consoleSocket, statusSocket, stdoutSocket, stderrSocket}
+	listeners := map[string]net.Listener{}
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for _, name := range names {
+		_ = os.Remove(name)
+		l, err := net.Listen("unix", name)
+		if err != nil {
+			return 0, fmt.Errorf("listen on %s: %w", name, err)
+		}
+		listeners[name] = l
+	}
+
+	start := time.Now()
+	proc, err := vm.Start(context.Background())
+	if err != nil {
+		return 0, fmt.Errorf("start QEMU for pod %s: %w", s.pod.UUID, err)
+	}
+	// From here on QEMU runs: every return path kills it and waits.
+	defer func() {
+		proc.Kill()
+		_ = proc.Wait()
+	}()
+
+	conns, err := acceptAll(listeners, names, proc.Done())
+	if err != nil {
+		return 0, fmt.Errorf("connect to QEMU's ports: %w (QEMU: %v)", err, proc.Wait())
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+
+	console := newTail(consoleTailSize)
+	var relays sync.WaitGroup
+	relay := func(dst io.Writer, src net.Conn) {
+		relays.Add(1)
+		go func() {
+			defer relays.Done()
+			_, _ = io.Copy(dst, src)
+		}()
+	}
+	var consoleOut io.Writer = console
+	if s.debug {
+		consoleOut = io.MultiWriter(console, os.Stderr)
+	}
+	relay(consoleOut, conns[consoleSocket])
+	relay(os.Stdout, conns[stdoutSocket])
+	relay(os.Stderr, conns[stderrSocket])
+
+	reports := make(chan report.Message, 16)
+	go readReports(conns[statusSocket], reports, s.log)
+
+	sigs, stopSignals := signals()
+	defer stopSignals()
+
+	watchdog := time.NewTimer(bootTimeout)
+	defer watchdog.Stop()
+	var (
+		alive       bool
+		podStatus   = -1
+		stopTimer   <-chan time.Time
+		stopAsked   bool
+		watchdogHit bool
+	)
+loop:
+	for {
+		select {
+		case m, ok := <-reports:
+			if !ok {
+				reports = nil
+				continue
+			}
+			switch m.Kind {
+			case report.Hello:
+				if !alive {
+					alive = true
+					watchdog.Stop()
+					s.log.Debug("guest reached user space", "after", time.Since(start))
+				}
+			case report.Ready:
+				if err := pod.MarkReady(s.podDir); err != nil {
+					s.log.Error("mark pod ready failed", "error", err)
+				}
+			case report.Exit:
+				if _, ok := s.pod.App(m.App); !ok {
+					s.log.Warn("the guest reported the exit of an unknown app; ignored", "app", m.App)
+					continue
+				}
+				if err := pod.WriteStatus(s.podDir, m.App, m.Status); err != nil {
+					s.log.Error("record exit status failed", "app", m.App, "error", err)
+				}
+				s.log.Debug("app exited", "app", m.App, "status", m.Status)
+			case report.PodExit:
+				if podStatus < 0 {
+					podStatus = m.Status
+				}
+			}
+		case <-watchdog.C:
+			if !alive {
+				watchdogHit = true
+				proc.Kill()
+			}
+		case sig := <-sigs:
+			if stopAsked {
+				s.log.Warn("second stop signal, killing the VM", "signal", sig)
+				proc.Kill()
+				continue
+			}
+			stopAsked = true
+			s.log.Info("stopping the pod", "signal", sig)
+			if _, err := io.WriteString(conns[statusSocket], "stop\n"); err != nil {
+				proc.Kill()
+			}
+			stopTimer = time.After(gracefulStopTimeout)
+		case <-stopTimer:
+			s.log.Warn("the guest did not stop in time, killing the VM", "timeout", gracefulStopTimeout)
+			proc.Kill()
+		case <-proc.Done():
+			break loop
+		}
+	}
+	qemuErr := proc.Wait()
+	// QEMU closed its ends; the relays finish the output already sent.
+	waitTimeout(&relays, 5*time.Second)
+	for m := range drain(reports) {
+		if m.Kind == report.Exit {
+			if _, ok := s.pod.App(m.App); ok {
+				_ = pod.WriteStatus(s.podDir, m.App, m.Status)
+			}
+		}
+		if m.Kind == report.PodExit && podStatus < 0 {
+			podStatus = m.Status
+		}
+	}
+
+	switch {
+	case watchdogHit:
+		return 0, errNoSignOfLife
+	case podStatus >= 0:
+		s.log.Debug("pod exited", "status", podStatus, "after", time.Since(start))
+		return podStatus, nil
+	case qemuErr != nil:
+		return 0, fmt.Errorf("the VM of pod %s failed: %w%s", s.pod.UUID, qemuErr, console.explain())
+	default:
+		return 0, fmt.Errorf("the VM of pod %s stopped before the pod reported its exit status%s", s.pod.UUID, console.explain())
+	}
+}
+
+// acceptAll waits for QEMU to connect to every listener.
+func acceptAll(listeners map[string]net.Listener, names []string, qemuDone <-chan struct{}) (map[string]net.Conn, error) {
+	type result struct {
+		name string
+		conn net.Conn
+		err  error
+	}
+	results := make(chan result, len(names))
+	for _, name := range names {
+		go func(name string) {
+			c, err := listeners[name].Accept()
+			results <- result{name, c, err}
+		}(name)
+	}
+	conns := map[string]net.Conn{}
+	timeout := time.After(60 * time.Second)
+	for len(conns) < len(names) {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				return conns, fmt.Errorf("accept on %s: %w", r.name, r.err)
+			}
+			conns[r.name] = r.conn
+		case <-qemuDone:
+			return conns, errors.New("QEMU exited before it connected its ports")
+		case <-timeout:
+			return conns, errors.New("QEMU did not connect its ports within 60 s")
+		}
+	}
+	return conns, nil
+}
+
+// readReports parses the guest's report lines. A line the parser rejects is
+// logged and skipped: the guest is untrusted.
+func readReports(conn net.Conn, out chan<- report.Message, log *slog.Logger) {
+	defer close(out)
+	scanner := bufio.NewScanner(conn)
+	scanner.Buffer(make([]byte, 0, report.MaxLineLength+1), report.MaxLineLength+1)
+	rejected := 0
+	for scanner.Scan() {
+		m, err := report.Parse(scanner.Text())
+		if err != nil {
+			rejected++
+			if rejected <= 10 {
+				log.Warn("invalid report from the guest", "error", err)
+			}
+			continue
+		}
+		out <- m
+	}
+	if err := scanner.Err(); err != nil {
+		log.Warn("status port closed", "error", err)
+	}
+}
+
+func drain(ch <-chan report.Message) <-chan report.Message {
+	if ch == nil {
+		c := make(chan report.Message)
+		close(c)
+		return c
+	}
+	return ch
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+// tail keeps the last bytes written to it.
+type tail struct {
+	mu   sync.Mutex
+	buf  []byte
+	size int
+}
+
+func newTail(size int) *tail { return &tail{size: size} }
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.size {
+		t.buf = t.buf[len(t.buf)-t.size:]
+	}
+	return len(p), nil
+}
+
+// explain returns the last console lines as a suffix for an error message.
+func (t *tail) explain() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	text := strings.TrimSpace(strings.ToValidUTF8(string(t.buf), "?"))
+	if text == "" {
+		return "; the guest console was empty (run with --debug to see the boot)"
+	}
+	lines := strings.Split(text, "\n")
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	return "; last guest console lines:\n" + strings.Join(lines, "\n")
+}

@@ -1,0 +1,115 @@
+// Package units writes the systemd units that run a pod's apps in the guest.
+//
+// The guest boots stage1-vm.target. It starts the agent, which owns the
+// guest's ports, then one service an app, then stage1-vm-ready.service,
+// which tells the host that every app has started. Each app service runs the
+// guest binary's app-exec command, which enters the app's rootfs and execs
+// the app; its ExecStopPost reports the exit status to the agent, and the
+// agent decides when the pod ends.
+package units
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+)
+
+// Target is the unit the guest's systemd boots into.
+const Target = "stage1-vm.target"
+
+// AppUnit returns the unit name of an app. App names are appc AC names
+// (lowercase letters, digits and dashes), which are valid in unit names.
+func AppUnit(app string) string {
+	return "app-" + app + ".service"
+}
+
+// Render returns the units of a pod by file name.
+func Render(pod *guestconfig.Pod) map[string]string {
+	init := guestconfig.GuestInit
+	var appUnits []string
+	for _, app := range pod.Apps {
+		appUnits = append(appUnits, AppUnit(app.Name))
+	}
+
+	files := map[string]string{}
+	wants := append([]string{"stage1-vm-agent.service"}, appUnits...)
+	wants = append(wants, "stage1-vm-ready.service")
+	files[Target] = lines(
+		"[Unit]",
+		"Description=stage1-vm pod "+pod.UUID,
+		"Wants="+strings.Join(wants, " "),
+		"After="+strings.Join(wants, " "),
+	)
+
+	files["stage1-vm-agent.service"] = lines(
+		"[Unit]",
+		"Description=stage1-vm guest agent",
+		"DefaultDependencies=no",
+		"Conflicts=shutdown.target",
+		"Before=shutdown.target",
+		"",
+		"[Service]",
+		"Type=notify",
+		"ExecStart="+init+" agent",
+		"StandardOutput=kmsg",
+		"StandardError=kmsg",
+		"TimeoutStopSec=5",
+	)
+
+	for _, app := range pod.Apps {
+		files[AppUnit(app.Name)] = lines(
+			"[Unit]",
+			"Description=app "+app.Name,
+			"DefaultDependencies=no",
+			"Requires=stage1-vm-agent.service",
+			"After=stage1-vm-agent.service",
+			"Conflicts=shutdown.target",
+			"Before=shutdown.target",
+			"",
+			"[Service]",
+			"Type=simple",
+			"ExecStart="+init+" app-exec "+app.Name,
+			"ExecStopPost="+init+" app-exited "+app.Name,
+			"Restart=no",
+			"KillMode=mixed",
+			"TimeoutStopSec=10",
+			"StandardInput=null",
+			"StandardOutput=kmsg",
+			"StandardError=kmsg",
+		)
+	}
+
+	files["stage1-vm-ready.service"] = lines(
+		"[Unit]",
+		"Description=stage1-vm pod ready",
+		"DefaultDependencies=no",
+		"After="+strings.Join(append([]string{"stage1-vm-agent.service"}, appUnits...), " "),
+		"",
+		"[Service]",
+		"Type=oneshot",
+		"ExecStart="+init+" notify-ready",
+		"StandardOutput=kmsg",
+		"StandardError=kmsg",
+	)
+	return files
+}
+
+// Write renders the units of a pod into dir.
+func Write(dir string, pod *guestconfig.Pod) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create units folder: %w", err)
+	}
+	for name, content := range Render(pod) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write unit %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func lines(l ...string) string {
+	return strings.Join(l, "\n") + "\n"
+}
