@@ -99,10 +99,10 @@ func (vm *VM) Args() ([]string, error) {
 	}
 	machine := vm.Machine
 	if machine == "microvm" {
-		// Without ACPI, QEMU appends the virtio-mmio devices to the kernel
-		// command line. The PIC and RTC stay on: without the PIC and ACPI
-		// the guest gets no timer interrupt and sleeps forever.
-		machine = "microvm,acpi=off"
+		// The second IOAPIC gives the virtio-mmio devices interrupt lines of
+		// their own. Without it they share ISA lines 5 to 12, and the one on
+		// line 8 collides with the RTC and fails to probe.
+		machine = "microvm,ioapic2=on"
 	}
 
 	args := []string{

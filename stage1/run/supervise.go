@@ -57,8 +57,12 @@ func (s *supervisor) boot(vm *qemu.VM, settings VMSettings) (int, error) {
 	vm.Accel = accel
 	status, err := s.attempt(vm, settings.BootTimeout)
 	if errors.Is(err, errNoSignOfLife) {
-		return 0, fmt.Errorf("the guest showed no sign of life within %s under %s; with KVM this happens when the host's virtualization does not work (for example nested virtualization), so try %s=tcg, or raise %s: %w",
-			settings.BootTimeout, strings.ToUpper(vm.Accel), EnvAccel, EnvBootTimeout, err)
+		if vm.Accel == qemu.KVM {
+			return 0, fmt.Errorf("the guest showed no sign of life within %s under KVM; this happens when the host's virtualization does not work (nested virtualization, for example): set %s=tcg to run without KVM: %w",
+				settings.BootTimeout, EnvAccel, err)
+		}
+		return 0, fmt.Errorf("the guest showed no sign of life within %s under TCG: raise %s on a slow or loaded host, and run with --debug to see the boot: %w",
+			settings.BootTimeout, EnvBootTimeout, err)
 	}
 	return status, err
 }
@@ -215,9 +219,9 @@ loop:
 		s.log.Debug("pod exited", "status", podStatus, "after", time.Since(start))
 		return podStatus, nil
 	case qemuErr != nil:
-		return 0, fmt.Errorf("the VM of pod %s failed: %w%s", s.pod.UUID, qemuErr, console.explain())
+		return 0, fmt.Errorf("the VM of pod %s failed: %w%s", s.pod.UUID, qemuErr, console.explain(s.debug))
 	default:
-		return 0, fmt.Errorf("the VM of pod %s stopped before the pod reported its exit status%s", s.pod.UUID, console.explain())
+		return 0, fmt.Errorf("the VM of pod %s stopped before the pod reported its exit status%s", s.pod.UUID, console.explain(s.debug))
 	}
 }
 
@@ -314,10 +318,14 @@ func (t *tail) Write(p []byte) (int, error) {
 }
 
 // explain returns the last console lines as a suffix for an error message.
-func (t *tail) explain() string {
+// In debug mode the console already went to stderr, so it is not repeated.
+func (t *tail) explain(debug bool) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	text := strings.TrimSpace(strings.ToValidUTF8(string(t.buf), "?"))
+	if debug {
+		return "; the guest console is above"
+	}
 	if text == "" {
 		return "; the guest console was empty (run with --debug to see the boot)"
 	}

@@ -54,8 +54,8 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		"[Service]",
 		"Type=notify",
 		"ExecStart="+init+" agent",
-		"StandardOutput=kmsg",
-		"StandardError=kmsg",
+		"StandardOutput=file:/dev/kmsg",
+		"StandardError=file:/dev/kmsg",
 		"TimeoutStopSec=5",
 	)
 
@@ -77,8 +77,10 @@ func Render(pod *guestconfig.Pod) map[string]string {
 			"KillMode=mixed",
 			"TimeoutStopSec=10",
 			"StandardInput=null",
-			"StandardOutput=kmsg",
-			"StandardError=kmsg",
+			// app-exec connects the app's stdout and stderr to the agent
+			// itself; these catch only its own errors before that.
+			"StandardOutput=file:/dev/kmsg",
+			"StandardError=file:/dev/kmsg",
 		)
 	}
 
@@ -91,8 +93,8 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		"[Service]",
 		"Type=oneshot",
 		"ExecStart="+init+" notify-ready",
-		"StandardOutput=kmsg",
-		"StandardError=kmsg",
+		"StandardOutput=file:/dev/kmsg",
+		"StandardError=file:/dev/kmsg",
 	)
 	return files
 }

@@ -1,0 +1,168 @@
+package pod
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+const testUUID = "6ee58c77-c0fe-4567-82bd-6b08ed314883"
+
+// makePodDir lays out an app rootfs with an executable /bin/sh for each app.
+func makePodDir(t *testing.T, apps ...string) string {
+	t.Helper()
+	podDir := t.TempDir()
+	for _, app := range apps {
+		bin := filepath.Join(podDir, AppRootfs(app), "bin")
+		if err := os.MkdirAll(bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bin, "busybox"), []byte("#!"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("busybox", filepath.Join(bin, "sh")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return podDir
+}
+
+func loadFixture(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestGuestConfigSingleApp(t *testing.T) {
+	pm, err := ParseManifest(loadFixture(t, "single-app.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	podDir := makePodDir(t, "busybox-probe")
+	cfg, err := GuestConfig(podDir, pm, Options{UUID: testUUID, Hostname: "rkt-" + testUUID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Apps) != 1 {
+		t.Fatalf("got %d apps, want 1", len(cfg.Apps))
+	}
+	app := cfg.Apps[0]
+	wantExec := []string{"/bin/sh", "-c", `echo hello-from-app; echo args: "$0" "$@"; pwd; env; ls /`, "arg0", "arg1"}
+	if !reflect.DeepEqual(app.Exec, wantExec) {
+		t.Errorf("exec = %q, want %q", app.Exec, wantExec)
+	}
+	wantEnv := []string{"PATH=" + DefaultPath, "HOME=/root", "USER=root", "LOGNAME=root", "SHELL=/bin/sh", "FOO=bar", "AC_APP_NAME=busybox-probe"}
+	if !reflect.DeepEqual(app.Env, wantEnv) {
+		t.Errorf("env = %q, want %q", app.Env, wantEnv)
+	}
+	if app.MountTag != "app0" || app.WorkingDirectory != "/" || app.UID != 0 || app.GID != 0 {
+		t.Errorf("app = %+v", app)
+	}
+}
+
+func TestGuestConfigTwoApps(t *testing.T) {
+	pm, err := ParseManifest(loadFixture(t, "two-apps-volumes-isolators.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range pm.Apps {
+		names = append(names, a.Name.String())
+	}
+	cfg, err := GuestConfig(makePodDir(t, names...), pm, Options{UUID: testUUID, Hostname: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Apps) != 2 || cfg.Apps[1].MountTag != "app1" {
+		t.Fatalf("apps = %+v", cfg.Apps)
+	}
+	if got := cfg.Apps[0].SupplementaryGIDs; !reflect.DeepEqual(got, []uint32{10, 20}) {
+		t.Errorf("supplementary GIDs = %v, want [10 20]", got)
+	}
+	if cfg.Apps[0].WorkingDirectory != "/bin" {
+		t.Errorf("working directory = %q, want /bin", cfg.Apps[0].WorkingDirectory)
+	}
+}
+
+func TestEnvManifestOverridesDefaults(t *testing.T) {
+	pm, err := ParseManifest([]byte(`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a",
+		"image":{"id":"sha512-` + strings.Repeat("0", 64) + `"},
+		"app":{"exec":["/bin/sh"],"user":"0","group":"0","environment":[
+			{"name":"PATH","value":"/opt/bin"},{"name":"AC_APP_NAME","value":"spoofed"},{"name":"X","value":"a b\nc=d"}]}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := GuestConfig(makePodDir(t, "a"), pm, Options{UUID: testUUID, Hostname: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"PATH=/opt/bin", "HOME=/root", "USER=root", "LOGNAME=root", "SHELL=/bin/sh", "X=a b\nc=d", "AC_APP_NAME=a"}
+	if !reflect.DeepEqual(cfg.Apps[0].Env, want) {
+		t.Errorf("env = %q, want %q", cfg.Apps[0].Env, want)
+	}
+}
+
+func TestGuestConfigRejects(t *testing.T) {
+	app := func(body string) string {
+		return `{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a",
+			"image":{"id":"sha512-` + strings.Repeat("0", 64) + `"},"app":` + body + `}]}`
+	}
+	cases := []struct {
+		name, manifest, wantInError string
+	}{
+		{"missing executable", app(`{"exec":["/bin/nope"],"user":"0","group":"0"}`), `"/bin/nope" not found`},
+		{"relative exec", app(`{"exec":["sh"],"user":"0","group":"0"}`), "not an absolute path"},
+		{"empty exec", app(`{"exec":[],"user":"0","group":"0"}`), "exec is empty"},
+		{"user name", app(`{"exec":["/bin/sh"],"user":"www","group":"0"}`), `user "www"`},
+		{"directory as exec", app(`{"exec":["/bin"],"user":"0","group":"0"}`), "not a regular file"},
+		{"symlink out of rootfs", app(`{"exec":["/bin/escape"],"user":"0","group":"0"}`), "not found"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			podDir := makePodDir(t, "a")
+			outside := filepath.Join(podDir, "outside")
+			if err := os.WriteFile(outside, []byte("x"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, filepath.Join(podDir, AppRootfs("a"), "bin/escape")); err != nil {
+				t.Fatal(err)
+			}
+			pm, err := ParseManifest([]byte(c.manifest))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = GuestConfig(podDir, pm, Options{UUID: testUUID, Hostname: "h"})
+			if err == nil || !strings.Contains(err.Error(), c.wantInError) {
+				t.Errorf("GuestConfig error = %v, want it to contain %q", err, c.wantInError)
+			}
+		})
+	}
+}
+
+func TestParseManifestRejects(t *testing.T) {
+	for _, data := range []string{
+		`{`,
+		`{"acKind":"ImageManifest","acVersion":"0.8.11","name":"x"}`,
+		`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"Bad_Name","image":{"id":"sha512-00"}}]}`,
+	} {
+		if _, err := ParseManifest([]byte(data)); err == nil {
+			t.Errorf("ParseManifest(%s) succeeded, want an error", data)
+		}
+	}
+}
+
+func TestValidateHostname(t *testing.T) {
+	for _, h := range []string{"", "a b", "a/b", strings.Repeat("x", 65)} {
+		if ValidateHostname(h) == nil {
+			t.Errorf("ValidateHostname(%q) succeeded, want an error", h)
+		}
+	}
+	if err := ValidateHostname("rkt-" + testUUID); err != nil {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,73 @@
+package qemu
+
+import (
+	"strings"
+	"testing"
+
+	govmm "github.com/intel/govmm/qemu"
+)
+
+func testVM() *VM {
+	return &VM{
+		Name: "rkt-x", UUID: "6ee58c77-c0fe-4567-82bd-6b08ed314883",
+		Bundle: Bundle{Dir: "/s1/qemu"}, Accel: TCG, Machine: "microvm",
+		MemoryMiB: 128, CPUs: 1, Kernel: "/s1/bzImage",
+		KernelParams: []string{"console=ttyS0", "ro"},
+		Devices: []govmm.Device{
+			Console{Socket: "stage1-vm/console.sock"},
+			SerialPort{ID: "status", Name: "org.stage1-vm.status", Socket: "stage1-vm/status.sock"},
+			Share{Tag: "stage1-vm-system", Path: "/pod/guest", ReadOnly: true},
+			Share{Tag: "app0", Path: "/pod/app"},
+		},
+	}
+}
+
+func TestArgs(t *testing.T) {
+	args, err := testVM().Args()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(args, " ")
+	want := "-name rkt-x -uuid 6ee58c77-c0fe-4567-82bd-6b08ed314883 -machine microvm,acpi=off -accel tcg,tb-size=32 -cpu max -smp 1 -m 128M " +
+		"-nodefaults -no-user-config -display none -no-reboot -L /s1/qemu/share/qemu -kernel /s1/bzImage -append console=ttyS0 ro " +
+		"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny -device virtio-serial-device,id=vser0,max_ports=8 " +
+		"-chardev socket,id=console,path=stage1-vm/console.sock -serial chardev:console " +
+		"-chardev socket,id=status,path=stage1-vm/status.sock -device virtserialport,bus=vser0.0,chardev=status,id=port-status,name=org.stage1-vm.status " +
+		"-fsdev local,id=fs-stage1-vm-system,path=/pod/guest,security_model=none,readonly=on,multidevs=remap -device virtio-9p-device,fsdev=fs-stage1-vm-system,mount_tag=stage1-vm-system " +
+		"-fsdev local,id=fs-app0,path=/pod/app,security_model=passthrough,multidevs=remap -device virtio-9p-device,fsdev=fs-app0,mount_tag=app0"
+	if got != want {
+		t.Errorf("args:\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestArgsKVM(t *testing.T) {
+	vm := testVM()
+	vm.Accel = KVM
+	args, err := vm.Args()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(args, " ")
+	if !strings.Contains(got, "-accel kvm -cpu host") {
+		t.Errorf("KVM args lack -accel kvm -cpu host: %s", got)
+	}
+}
+
+func TestArgsRejects(t *testing.T) {
+	cases := map[string]func(*VM){
+		"accelerator":       func(vm *VM) { vm.Accel = "xen" },
+		"memory":            func(vm *VM) { vm.MemoryMiB = 16 },
+		"cpus":              func(vm *VM) { vm.CPUs = 0 },
+		"kernel param":      func(vm *VM) { vm.KernelParams = append(vm.KernelParams, "a b") },
+		"long tag":          func(vm *VM) { vm.Devices = append(vm.Devices, Share{Tag: strings.Repeat("t", 32), Path: "/x"}) },
+		"comma in path":     func(vm *VM) { vm.Devices = append(vm.Devices, Share{Tag: "t", Path: "/a,b"}) },
+		"port without name": func(vm *VM) { vm.Devices = append(vm.Devices, SerialPort{ID: "p", Socket: "s"}) },
+	}
+	for name, mutate := range cases {
+		vm := testVM()
+		mutate(vm)
+		if _, err := vm.Args(); err == nil {
+			t.Errorf("%s: Args succeeded, want an error", name)
+		}
+	}
+}
