@@ -28,7 +28,7 @@ func TestArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := strings.Join(args, " ")
-	want := "-name rkt-x -uuid 6ee58c77-c0fe-4567-82bd-6b08ed314883 -machine microvm,acpi=off -accel tcg,tb-size=32 -cpu max -smp 1 -m 128M " +
+	want := "-name rkt-x -uuid 6ee58c77-c0fe-4567-82bd-6b08ed314883 -machine microvm,ioapic2=on -accel tcg,tb-size=32 -cpu max -smp 1 -m 128M " +
 		"-nodefaults -no-user-config -display none -no-reboot -L /s1/qemu/share/qemu -kernel /s1/bzImage -append console=ttyS0 ro " +
 		"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny -device virtio-serial-device,id=vser0,max_ports=8 " +
 		"-chardev socket,id=console,path=stage1-vm/console.sock -serial chardev:console " +
