@@ -1,0 +1,112 @@
+package tests
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stage1-vm/stage1-vm/tests/stage0"
+)
+
+// These tests drive a real rkt binary, named by RKT, so that the contract
+// with rkt is checked against rkt itself and not only against the driver.
+
+type rktEnv struct {
+	rkt, dataDir, aci, appACI string
+}
+
+func requireRkt(t *testing.T) *rktEnv {
+	t.Helper()
+	aci := requireE2E(t)
+	rkt := os.Getenv("RKT")
+	if rkt == "" {
+		t.Skip("RKT is not set; set RKT=/path/to/rkt (version 1.30.0) to run the tests through a real rkt")
+	}
+	dataDir, err := os.MkdirTemp("", "s1vm-rkt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &rktEnv{rkt: rkt, dataDir: dataDir, aci: aci, appACI: filepath.Join(dataDir, "busybox.aci")}
+	t.Cleanup(func() {
+		// gc runs the stage1 gc entrypoint and removes rkt's overlay mounts.
+		_, _, _ = env.run(t, "gc", "--grace-period=0s")
+		checkNoLeftovers(t, dataDir)
+		os.RemoveAll(dataDir)
+	})
+	if err := stage0.WriteAppACI(testImages(t), "example.com/busybox", []string{"/bin/sh", "-c", "echo hello-from-rkt"}, env.appACI); err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// run runs rkt with the test's data dir and returns stdout, stderr and the exit status.
+func (e *rktEnv) run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(e.rkt, append([]string{"--dir=" + e.dataDir, "--insecure-options=image,ondisk"}, args...)...)
+	cmd.Env = append(os.Environ(), tcg...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	switch {
+	case errors.As(err, &exitErr):
+		return stdout.String(), stderr.String(), exitErr.ExitCode()
+	case err != nil:
+		t.Fatalf("run rkt: %v", err)
+	}
+	return stdout.String(), stderr.String(), 0
+}
+
+func TestRktRunHello(t *testing.T) {
+	e := requireRkt(t)
+	stdout, stderr, status := e.run(t, "run", "--net=none", "--stage1-path="+e.aci, e.appACI)
+	if status != 0 || !strings.Contains(stdout, "hello-from-rkt\n") {
+		t.Errorf("rkt run: status %d, stdout %q, stderr:\n%s", status, stdout, stderr)
+	}
+}
+
+func TestRktRunExitStatus(t *testing.T) {
+	e := requireRkt(t)
+	stdout, stderr, status := e.run(t, "run", "--net=none", "--stage1-path="+e.aci, e.appACI,
+		"--exec=/bin/sh", "--", "-c", "echo 'quoted \"arg\" with spaces'; exit 3")
+	if status != 3 {
+		t.Errorf("rkt run: status %d, want 3; stderr:\n%s", status, stderr)
+	}
+	if !strings.Contains(stdout, "quoted \"arg\" with spaces\n") {
+		t.Errorf("stdout = %q", stdout)
+	}
+	list, _, _ := e.run(t, "list", "--no-legend")
+	if !strings.Contains(list, "exited") {
+		t.Errorf("rkt list does not show the pod as exited:\n%s", list)
+	}
+}
+
+func TestRktRunTwoApps(t *testing.T) {
+	e := requireRkt(t)
+	stdout, stderr, status := e.run(t, "run", "--net=none", "--stage1-path="+e.aci,
+		e.appACI, "--name=a", "--exec=/bin/sh", "--", "-c", "echo from-a",
+		"---", e.appACI, "--name=b", "--exec=/bin/sh", "--", "-c", "echo from-b")
+	if status != 0 {
+		t.Fatalf("rkt run: status %d, stderr:\n%s", status, stderr)
+	}
+	for _, want := range []string{"from-a\n", "from-b\n"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout %q lacks %q", stdout, want)
+		}
+	}
+}
+
+func TestRktStage1Name(t *testing.T) {
+	e := requireRkt(t)
+	if _, stderr, status := e.run(t, "fetch", e.aci); status != 0 {
+		t.Fatalf("rkt fetch of the stage1 image: status %d, stderr:\n%s", status, stderr)
+	}
+	stdout, stderr, status := e.run(t, "run", "--net=none", "--stage1-name=stage1-vm/qemu:0.1.0", e.appACI)
+	if status != 0 || !strings.Contains(stdout, "hello-from-rkt\n") {
+		t.Errorf("rkt run --stage1-name: status %d, stdout %q, stderr:\n%s", status, stdout, stderr)
+	}
+}
