@@ -81,19 +81,79 @@ func NewUUID() string {
 
 // Run prepares a pod, runs the entrypoint to completion and removes the pod.
 func (d *Driver) Run(apps []App, opts Options) (*Result, error) {
-	uuid := NewUUID()
-	podDir := filepath.Join(d.DataDir, "pods/run", uuid)
-	mounts, err := d.prepare(uuid, podDir, apps, opts)
-	defer func() {
-		_ = d.gc(uuid, podDir)
-		unmountAll(mounts)
-		_ = os.RemoveAll(filepath.Join(d.DataDir, "pods/run", uuid))
-	}()
+	pod, err := d.Start(apps, opts)
 	if err != nil {
 		return nil, err
 	}
-	return d.exec(uuid, podDir, opts)
+	defer pod.Close()
+	return pod.Wait()
 }
+
+// Pod is a pod whose run entrypoint was started.
+type Pod struct {
+	UUID   string
+	Dir    string
+	driver *Driver
+	mounts []string
+	lock   *os.File
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	stderr bytes.Buffer
+}
+
+// Start prepares a pod and starts its run entrypoint without waiting.
+func (d *Driver) Start(apps []App, opts Options) (*Pod, error) {
+	uuid := NewUUID()
+	p := &Pod{UUID: uuid, Dir: filepath.Join(d.DataDir, "pods/run", uuid), driver: d}
+	mounts, err := d.prepare(uuid, p.Dir, apps, opts)
+	p.mounts = mounts
+	if err == nil {
+		err = p.start(opts)
+	}
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Close runs the gc entrypoint, unmounts the pod's overlays and removes it.
+func (p *Pod) Close() error {
+	if p.cmd != nil && p.cmd.ProcessState == nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
+	if p.lock != nil {
+		p.lock.Close()
+	}
+	err := p.driver.gc(p.UUID, p.Dir)
+	unmountAll(p.mounts)
+	_ = os.RemoveAll(p.Dir)
+	return err
+}
+
+// Stop runs the stop entrypoint as `rkt stop` does.
+func (p *Pod) Stop(force bool) error {
+	args := []string{p.UUID}
+	if force {
+		args = []string{"--force", p.UUID}
+	}
+	cmd := exec.Command(filepath.Join(p.Dir, "stage1/rootfs/stage1-vm/host/stop"), args...)
+	cmd.Dir = p.Dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("stop pod %s: %w: %s", p.UUID, err, out)
+	}
+	return nil
+}
+
+// Ready tells whether the pod reported that its apps started.
+func (p *Pod) Ready() bool {
+	target, err := os.Readlink(filepath.Join(p.Dir, "stage1/rootfs/rkt/supervisor-status"))
+	return err == nil && target == "ready"
+}
+
+// Process returns the run entrypoint's process.
+func (p *Pod) Process() *os.Process { return p.cmd.Process }
 
 func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]string, error) {
 	image, err := d.image()
@@ -145,44 +205,50 @@ func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]strin
 	return mounts, os.WriteFile(filepath.Join(podDir, "pod"), data, 0o644)
 }
 
-// exec runs the run entrypoint as rkt does: cwd is the pod directory, the
+// start runs the run entrypoint as rkt does: cwd is the pod directory, the
 // pod lock is an flock'ed directory fd named by RKT_LOCK_FD.
-func (d *Driver) exec(uuid, podDir string, opts Options) (*Result, error) {
-	lock, err := os.Open(podDir)
+func (p *Pod) start(opts Options) error {
+	lock, err := os.Open(p.Dir)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer lock.Close()
+	p.lock = lock
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return nil, fmt.Errorf("lock pod %s: %w", uuid, err)
+		return fmt.Errorf("lock pod %s: %w", p.UUID, err)
 	}
 
 	args := opts.Args
 	if args == nil {
 		args = []string{"--net=none"}
 	}
-	entry := filepath.Join(podDir, "stage1/rootfs/stage1-vm/host/run")
-	cmd := exec.Command(entry, append(append([]string{}, args...), uuid)...)
-	cmd.Dir = podDir
-	cmd.ExtraFiles = []*os.File{lock}
-	cmd.Env = append(append(os.Environ(), opts.Env...), "RKT_LOCK_FD=3")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdin = opts.Stdin
-	cmd.Stdout = writers(&stdout, opts.Stdout)
-	cmd.Stderr = writers(&stderr, opts.Stderr)
+	entry := filepath.Join(p.Dir, "stage1/rootfs/stage1-vm/host/run")
+	p.cmd = exec.Command(entry, append(append([]string{}, args...), p.UUID)...)
+	p.cmd.Dir = p.Dir
+	p.cmd.ExtraFiles = []*os.File{lock}
+	p.cmd.Env = append(append(os.Environ(), opts.Env...), "RKT_LOCK_FD=3")
+	p.cmd.Stdin = opts.Stdin
+	p.cmd.Stdout = writers(&p.stdout, opts.Stdout)
+	p.cmd.Stderr = writers(&p.stderr, opts.Stderr)
+	return p.cmd.Start()
+}
 
-	res := &Result{UUID: uuid, PodDir: podDir, Statuses: map[string]string{}}
-	err = cmd.Run()
+// Wait waits for the run entrypoint to exit and collects what it left.
+func (p *Pod) Wait() (*Result, error) {
+	res := &Result{UUID: p.UUID, PodDir: p.Dir, Statuses: map[string]string{}}
+	err := p.cmd.Wait()
 	var exitErr *exec.ExitError
 	switch {
 	case errors.As(err, &exitErr):
 		res.ExitCode = exitErr.ExitCode()
+		if res.ExitCode < 0 {
+			res.ExitCode = 128 + int(exitErr.Sys().(interface{ Signal() unix.Signal }).Signal())
+		}
 	case err != nil:
 		return nil, err
 	}
-	res.Stdout, res.Stderr = stdout.String(), stderr.String()
+	res.Stdout, res.Stderr = p.stdout.String(), p.stderr.String()
 
-	statusDir := filepath.Join(podDir, "stage1/rootfs/rkt/status")
+	statusDir := filepath.Join(p.Dir, "stage1/rootfs/rkt/status")
 	entries, _ := os.ReadDir(statusDir)
 	for _, e := range entries {
 		data, err := os.ReadFile(filepath.Join(statusDir, e.Name()))
@@ -190,8 +256,7 @@ func (d *Driver) exec(uuid, podDir string, opts Options) (*Result, error) {
 			res.Statuses[e.Name()] = string(data)
 		}
 	}
-	target, err := os.Readlink(filepath.Join(podDir, "stage1/rootfs/rkt/supervisor-status"))
-	res.Ready = err == nil && target == "ready"
+	res.Ready = p.Ready()
 	return res, nil
 }
 

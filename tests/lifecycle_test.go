@@ -1,0 +1,147 @@
+package tests
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stage1-vm/stage1-vm/tests/stage0"
+)
+
+// startPod starts a pod and waits until it reports ready.
+func startPod(t *testing.T, d *stage0.Driver, apps []stage0.App) *stage0.Pod {
+	t.Helper()
+	pod, err := d.Start(apps, stage0.Options{Env: tcg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pod.Close() })
+	deadline := time.Now().Add(60 * time.Second)
+	for !pod.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("pod did not report ready within 60 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return pod
+}
+
+// waitResult waits for the run entrypoint with a limit, so that a pod that
+// never ends fails the test instead of hanging it.
+func waitResult(t *testing.T, pod *stage0.Pod, limit time.Duration) *stage0.Result {
+	t.Helper()
+	type outcome struct {
+		res *stage0.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := pod.Wait()
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		return o.res
+	case <-time.After(limit):
+		pod.Process().Kill()
+		t.Fatalf("the run entrypoint did not exit within %s", limit)
+	}
+	return nil
+}
+
+func TestStopGraceful(t *testing.T) {
+	d := newDriver(t)
+	pod := startPod(t, d, []stage0.App{busyboxApp(t, "trapper", "/bin/sh", "-c",
+		"trap 'echo got-sigterm; exit 0' TERM; echo started; while true; do sleep 0.2; done")})
+	if err := pod.Stop(false); err != nil {
+		t.Fatal(err)
+	}
+	res := waitResult(t, pod, 60*time.Second)
+	if res.ExitCode != 0 {
+		t.Errorf("exit status %d, want 0; stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	if res.Stdout != "started\ngot-sigterm\n" {
+		t.Errorf("stdout = %q, want both lines of the app", res.Stdout)
+	}
+	if res.Statuses["trapper"] != "0" {
+		t.Errorf("rkt/status/trapper = %q, want 0", res.Statuses["trapper"])
+	}
+}
+
+func TestStopForce(t *testing.T) {
+	d := newDriver(t)
+	pod := startPod(t, d, []stage0.App{busyboxApp(t, "sleeper", "/bin/sh", "-c", "sleep 600")})
+	if err := pod.Stop(true); err != nil {
+		t.Fatal(err)
+	}
+	res := waitResult(t, pod, 30*time.Second)
+	if res.ExitCode == 0 {
+		t.Error("exit status 0 after a forced stop, want the error status")
+	}
+}
+
+func qemuPID(t *testing.T, pod *stage0.Pod) int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(pod.Dir, "stage1-vm/qemu.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+func processGone(pid int, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(pid, 0) != nil {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
+func TestKilledSupervisorTakesQEMU(t *testing.T) {
+	d := newDriver(t)
+	pod := startPod(t, d, []stage0.App{busyboxApp(t, "sleeper", "/bin/sh", "-c", "sleep 600")})
+	qemu := qemuPID(t, pod)
+	if err := pod.Process().Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitResult(t, pod, 10*time.Second)
+	if !processGone(qemu, 10*time.Second) {
+		t.Errorf("QEMU (pid %d) still runs 10 s after its supervisor was killed", qemu)
+	}
+	// gc must cope with the runtime folder the killed supervisor left.
+	if err := pod.Close(); err != nil {
+		t.Errorf("gc after a crash: %v", err)
+	}
+	if err := pod.Close(); err != nil {
+		t.Errorf("second gc: %v", err)
+	}
+}
+
+func TestKilledQEMUFailsPod(t *testing.T) {
+	d := newDriver(t)
+	pod := startPod(t, d, []stage0.App{busyboxApp(t, "sleeper", "/bin/sh", "-c", "sleep 600")})
+	if err := syscall.Kill(qemuPID(t, pod), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	res := waitResult(t, pod, 30*time.Second)
+	if res.ExitCode != 254 {
+		t.Errorf("exit status %d, want 254", res.ExitCode)
+	}
+	if !strings.Contains(res.Stderr, "QEMU failed") {
+		t.Errorf("stderr does not say QEMU failed:\n%s", res.Stderr)
+	}
+}
