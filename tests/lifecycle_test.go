@@ -145,3 +145,27 @@ func TestKilledQEMUFailsPod(t *testing.T) {
 		t.Errorf("stderr does not say QEMU failed:\n%s", res.Stderr)
 	}
 }
+
+func TestAppWritesReachHost(t *testing.T) {
+	d := newDriver(t)
+	pod, err := d.Start([]stage0.App{busyboxApp(t, "writer", "/bin/sh", "-c",
+		"seq 1 100000 > /written; echo last-line >> /written")}, stage0.Options{Env: tcg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pod.Close()
+	res := waitResult(t, pod, 60*time.Second)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	// The VM is ended as soon as the guest reports the pod's status, so the
+	// guest must have flushed the app's writes by then.
+	data, err := os.ReadFile(filepath.Join(pod.Dir, "stage1/rootfs/opt/stage2/writer/rootfs/written"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 100001 || lines[99999] != "100000" || lines[100000] != "last-line" {
+		t.Errorf("file written in the guest has %d lines, want 100001 ending in last-line", len(lines))
+	}
+}

@@ -4,8 +4,11 @@
 //
 // The pod ends when the first app fails (its status becomes the pod's) or
 // when every app has exited with 0. The agent then asks systemd to reboot,
-// which stops the remaining apps, and the reboot ends QEMU because QEMU runs
-// with -no-reboot.
+// which stops the remaining apps. systemd stops the agent after them; the
+// agent flushes the guest's writes to the shares and reports the pod's
+// status, and the host then ends QEMU without waiting for the rest of the
+// shutdown. Were the host gone, the reboot would end QEMU anyway, because
+// QEMU runs with -no-reboot.
 package agent
 
 import (
@@ -96,7 +99,10 @@ func Run(log *slog.Logger) error {
 	}
 	<-terminate
 
-	// systemd stops the agent after every app, so every status is in.
+	// systemd stops the agent after every app, so every status is in. The
+	// shares use cache=loose, so the apps' writes may still be in guest
+	// memory until this sync.
+	unix.Sync()
 	a.mu.Lock()
 	status := a.podStatus
 	a.mu.Unlock()
@@ -230,7 +236,6 @@ func (a *Agent) appExited(app string, status int) {
 	}
 	a.mu.Unlock()
 	if end {
-		a.sendPodExit(status)
 		a.reboot()
 	}
 }

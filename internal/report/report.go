@@ -5,7 +5,8 @@
 //	hello                   the guest init started (the boot watchdog's sign of life)
 //	ready                   every app has been started
 //	exit <app> <status>     an app ended with an exit status of 0 to 255
-//	pod-exit <status>       the guest is shutting down and the pod's status is this
+//	pod-exit <status>       every app has stopped, the shares are synced, and the
+//	                        pod's status is this; the host may end the VM
 //
 // The host treats every line as untrusted input: Parse checks the form, the
 // app name and the range, and rejects anything else.

@@ -173,6 +173,9 @@ loop:
 				if podStatus < 0 {
 					podStatus = m.Status
 				}
+				// The guest has nothing left to do but unmount and reboot.
+				s.log.Debug("pod finished, ending the VM", "status", m.Status, "after", time.Since(start))
+				proc.Kill()
 			}
 		case <-watchdog.C:
 			if !alive {

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Paths inside the stage1 ACI.
+const (
+	aciQEMUDir   = "rootfs/stage1-vm/host/qemu/"
+	aciKernel    = "rootfs/stage1-vm/host/kernel/bzImage"
+	aciKernelDir = "rootfs/stage1-vm/host/kernel/"
+	aciGuestDir  = "rootfs/stage1-vm/guest/"
+)
+
+// imagePart is one part of the unpacked image and the sum of its regular
+// file sizes in bytes.
+type imagePart struct {
+	Name  string
+	Bytes int64
+}
+
+// imageSizes are the sizes of the ACI file and of its unpacked content.
+type imageSizes struct {
+	FileBytes     int64
+	UnpackedBytes int64
+	Parts         []imagePart
+}
+
+// scanACI reads the stage1 ACI once: it sums the unpacked file sizes by
+// part, copies the QEMU bundle into qemuDir and returns the SHA-256 of the
+// image's kernel.
+func scanACI(aciPath, qemuDir string) (imageSizes, [32]byte, error) {
+	var sizes imageSizes
+	var kernelSum [32]byte
+	f, err := os.Open(aciPath)
+	if err != nil {
+		return sizes, kernelSum, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return sizes, kernelSum, err
+	}
+	sizes.FileBytes = info.Size()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		return sizes, kernelSum, fmt.Errorf("read %s: %w", aciPath, err)
+	}
+
+	parts := []imagePart{
+		{Name: "QEMU with its libraries, modules and firmware"},
+		{Name: "guest kernel"},
+		{Name: "guest system (systemd, its libraries, guest init)"},
+		{Name: "host entrypoints and manifest"},
+	}
+	partOf := func(name string) *imagePart {
+		switch {
+		case strings.HasPrefix(name, aciQEMUDir):
+			return &parts[0]
+		case strings.HasPrefix(name, aciKernelDir):
+			return &parts[1]
+		case strings.HasPrefix(name, aciGuestDir):
+			return &parts[2]
+		}
+		return &parts[3]
+	}
+
+	foundKernel := false
+	tr := tar.NewReader(gz)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return sizes, kernelSum, fmt.Errorf("read %s: %w", aciPath, err)
+		}
+		name := strings.TrimPrefix(hdr.Name, "./")
+		if hdr.Typeflag == tar.TypeReg {
+			sizes.UnpackedBytes += hdr.Size
+			partOf(name).Bytes += hdr.Size
+		}
+		if name == aciKernel {
+			h := sha256.New()
+			if _, err := io.Copy(h, tr); err != nil {
+				return sizes, kernelSum, fmt.Errorf("read %s from %s: %w", name, aciPath, err)
+			}
+			copy(kernelSum[:], h.Sum(nil))
+			foundKernel = true
+			continue
+		}
+		if rel, ok := strings.CutPrefix(name, aciQEMUDir); ok && rel != "" {
+			if err := extractEntry(tr, hdr, filepath.Join(qemuDir, rel)); err != nil {
+				return sizes, kernelSum, fmt.Errorf("extract %s from %s: %w", name, aciPath, err)
+			}
+		}
+	}
+	if !foundKernel {
+		return sizes, kernelSum, fmt.Errorf("%s has no %s", aciPath, aciKernel)
+	}
+	sizes.Parts = parts
+	return sizes, kernelSum, nil
+}
+
+// extractEntry writes one tar entry of the QEMU bundle, which contains only
+// folders, regular files and symbolic links.
+func extractEntry(tr *tar.Reader, hdr *tar.Header, path string) error {
+	if strings.Contains(hdr.Name, "..") {
+		return fmt.Errorf("invalid entry name %q", hdr.Name)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	mode := os.FileMode(hdr.Mode) & os.ModePerm
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		return os.MkdirAll(path, mode)
+	case tar.TypeSymlink:
+		return os.Symlink(hdr.Linkname, path)
+	case tar.TypeReg:
+		out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, tr); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	}
+	return fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
+}
+
+// fileSHA256 returns the SHA-256 of a file's content.
+func fileSHA256(path string) ([32]byte, error) {
+	var sum [32]byte
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return sum, err
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
+}
+
+// kernelVersion returns the release ("6.1.192") from the version string
+// that a bzImage carries. The 16-bit field at 0x20E of the setup header is
+// the string's offset minus 0x200 (Linux boot protocol 2.00 and later).
+func kernelVersion(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	if len(data) < 0x210 || string(data[0x202:0x206]) != "HdrS" {
+		return "", fmt.Errorf("%s is not a bzImage: no HdrS setup header", path)
+	}
+	offset := (int(data[0x20E]) | int(data[0x20F])<<8) + 0x200
+	if offset >= len(data) {
+		return "", fmt.Errorf("%s: kernel version offset %#x is past the end", path, offset)
+	}
+	version, _, _ := bytes.Cut(data[offset:], []byte{0})
+	release, _, _ := bytes.Cut(version, []byte(" "))
+	if len(release) == 0 || len(release) > 64 {
+		return "", fmt.Errorf("%s: no kernel release at offset %#x", path, offset)
+	}
+	return string(release), nil
+}
