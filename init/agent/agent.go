@@ -3,8 +3,8 @@
 // statuses, decides when the pod ends, and takes the host's stop request.
 //
 // The pod ends when the first app fails (its status becomes the pod's) or
-// when every app has exited with 0. The agent then asks systemd to reboot,
-// which stops the remaining apps. systemd stops the agent after them; the
+// when every app has exited with 0. The agent then signals systemd to
+// reboot, which stops the remaining apps. systemd stops the agent after them; the
 // agent flushes the guest's writes to the shares and reports the pod's
 // status, and the host then ends QEMU without waiting for the rest of the
 // shutdown. Were the host gone, the reboot would end QEMU anyway, because
@@ -283,7 +283,7 @@ func (a *Agent) reboot() {
 	}
 }
 
-// notifyReady tells systemd that the agent serves (sd_notify READY=1).
+// notifyReady sends systemd READY=1 (the sd_notify protocol) once the agent serves.
 func notifyReady() error {
 	path := os.Getenv("NOTIFY_SOCKET")
 	if path == "" {

@@ -67,7 +67,7 @@ type VM struct {
 	Kernel    string
 	// KernelParams are joined with spaces into -append.
 	KernelParams []string
-	// PIDFile is where QEMU writes its pid, for gc after a crash.
+	// PIDFile is the file QEMU writes its pid to, which gc reads after a crash.
 	PIDFile string
 	Devices []govmm.Device
 }

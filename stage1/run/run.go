@@ -29,8 +29,8 @@ const (
 )
 
 // ErrorExitStatus is the exit status of the run entrypoint when stage1-vm
-// itself fails, as opposed to an app; rkt uses the same value for its own
-// errors.
+// itself fails rather than an app. rkt 1.30.0 exits with 254 on its own
+// errors too.
 const ErrorExitStatus = 254
 
 // gracefulStopTimeout is how long a stop request from a signal waits for the

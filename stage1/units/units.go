@@ -2,7 +2,7 @@
 //
 // The guest boots stage1-vm.target. It starts the agent, which owns the
 // guest's ports, then one service an app, then stage1-vm-ready.service,
-// which tells the host that every app has started. Each app service runs the
+// which reports to the host that every app has started. Each app service runs the
 // guest binary's app-exec command, which enters the app's rootfs and execs
 // the app; its ExecStopPost reports the exit status to the agent, and the
 // agent decides when the pod ends.

@@ -1,8 +1,8 @@
 // Package stage0 reproduces what rkt 1.30.0 does before it hands a pod to
-// the stage1 run entrypoint: it unpacks the stage1 image, lays out the pod
-// directory with overlay mounts for the stage1 rootfs and each app rootfs,
-// writes the pod manifest, takes the pod lock and runs the entrypoint with
-// the same argv, working directory and environment.
+// the stage1 run entrypoint. It unpacks the stage1 image and lays out the
+// pod directory with overlay mounts for the stage1 rootfs and each app
+// rootfs. Then it writes the pod manifest, takes the pod lock and runs the
+// entrypoint with rkt's argv, working directory and environment.
 package stage0
 
 import (
@@ -66,7 +66,7 @@ type Result struct {
 	Stderr   string
 	// Statuses are the rkt/status/<app> files, by app.
 	Statuses map[string]string
-	// Ready tells whether the supervisor-status symlink pointed to "ready".
+	// Ready reports whether the supervisor-status symlink pointed to "ready".
 	Ready bool
 }
 
@@ -146,7 +146,7 @@ func (p *Pod) Stop(force bool) error {
 	return nil
 }
 
-// Ready tells whether the pod reported that its apps started.
+// Ready reports whether the pod reported that its apps started.
 func (p *Pod) Ready() bool {
 	target, err := os.Readlink(filepath.Join(p.Dir, "stage1/rootfs/rkt/supervisor-status"))
 	return err == nil && target == "ready"
