@@ -5,17 +5,16 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/appc/spec/aci"
 	"github.com/appc/spec/schema"
+
+	"github.com/stage1-vm/stage1-vm/internal/tartree"
 )
 
 // writeManifest fills in the template and validates it as an appc image
@@ -55,21 +54,6 @@ func writeACI(stage, out string) error {
 	if err != nil {
 		return err
 	}
-	var paths []string
-	err = filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p != stage {
-			paths = append(paths, p)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	sort.Strings(paths)
-
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
@@ -81,11 +65,9 @@ func writeACI(stage, out string) error {
 	defer os.Remove(tmp)
 	gz, _ := gzip.NewWriterLevel(f, gzip.BestCompression)
 	tw := tar.NewWriter(gz)
-	for _, p := range paths {
-		if err := addEntry(tw, stage, p, mtime); err != nil {
-			f.Close()
-			return err
-		}
+	if err := tartree.AddTree(tw, stage, "", mtime); err != nil {
+		f.Close()
+		return err
 	}
 	if err := tw.Close(); err != nil {
 		return err
@@ -100,44 +82,6 @@ func writeACI(stage, out string) error {
 		return err
 	}
 	return os.Rename(tmp, out)
-}
-
-func addEntry(tw *tar.Writer, stage, p string, mtime time.Time) error {
-	info, err := os.Lstat(p)
-	if err != nil {
-		return err
-	}
-	link := ""
-	if info.Mode()&os.ModeSymlink != 0 {
-		if link, err = os.Readlink(p); err != nil {
-			return err
-		}
-	}
-	hdr, err := tar.FileInfoHeader(info, link)
-	if err != nil {
-		return err
-	}
-	rel, _ := filepath.Rel(stage, p)
-	hdr.Name = filepath.ToSlash(rel)
-	if info.IsDir() {
-		hdr.Name += "/"
-	}
-	hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
-	hdr.ModTime, hdr.AccessTime, hdr.ChangeTime = mtime, time.Time{}, time.Time{}
-	hdr.Format = tar.FormatPAX
-	if err := tw.WriteHeader(hdr); err != nil {
-		return err
-	}
-	if !info.Mode().IsRegular() {
-		return nil
-	}
-	in, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	_, err = io.Copy(tw, in)
-	return err
 }
 
 func validateACI(path string) error {

@@ -3,13 +3,13 @@ package stage0
 import (
 	"archive/tar"
 	"encoding/json"
-	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
+	"time"
 
 	"github.com/appc/spec/schema"
 	"github.com/appc/spec/schema/types"
+
+	"github.com/stage1-vm/stage1-vm/internal/tartree"
 )
 
 // WriteAppACI packs the image tree rootfs into an uncompressed ACI at out,
@@ -44,44 +44,7 @@ func WriteAppACI(rootfs, name string, exec []string, out string) error {
 	if _, err := tw.Write(manifest); err != nil {
 		return err
 	}
-	err = filepath.WalkDir(rootfs, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		link := ""
-		if info.Mode()&os.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(rootfs, p)
-		hdr.Name = filepath.ToSlash(filepath.Join("rootfs", rel))
-		if info.IsDir() {
-			hdr.Name += "/"
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		in, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		_, err = io.Copy(tw, in)
-		return err
-	})
-	if err != nil {
+	if err := tartree.AddTree(tw, rootfs, "rootfs", time.Unix(0, 0)); err != nil {
 		return err
 	}
 	if err := tw.Close(); err != nil {
