@@ -11,7 +11,7 @@ packages=(
 	# guest system
 	systemd
 	# test images and the test driver
-	busybox-static util-linux iproute2
+	busybox-static util-linux iproute2 procps
 )
 
 missing=()

@@ -239,9 +239,12 @@ func readPPID(pid int) (int, error) {
 	// The command name in brackets can contain spaces and brackets, so the
 	// fields are counted from the last ')': state, then the parent's pid.
 	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("invalid /proc/%d/stat: no ')'", pid)
+	}
 	fields := strings.Fields(string(data[i+1:]))
-	if i < 0 || len(fields) < 2 {
-		return 0, fmt.Errorf("invalid /proc/%d/stat", pid)
+	if len(fields) < 2 {
+		return 0, fmt.Errorf("invalid /proc/%d/stat: too few fields", pid)
 	}
 	return strconv.Atoi(fields[1])
 }
