@@ -48,6 +48,10 @@ func Main(args []string) int {
 		fmt.Fprintf(os.Stderr, "stage1-vm: %v\n", err)
 		return ErrorExitStatus
 	}
+	// A write to a closed stdout then fails with EPIPE instead of killing
+	// the process with SIGPIPE, which would take the VM down with it.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+
 	level := slog.LevelWarn
 	if flags.Debug {
 		level = slog.LevelDebug

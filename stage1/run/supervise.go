@@ -123,8 +123,8 @@ func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error
 		consoleOut = io.MultiWriter(console, os.Stderr)
 	}
 	relay(consoleOut, conns[consoleSocket])
-	relay(os.Stdout, conns[stdoutSocket])
-	relay(os.Stderr, conns[stderrSocket])
+	relay(&drainOnError{w: os.Stdout}, conns[stdoutSocket])
+	relay(&drainOnError{w: os.Stderr}, conns[stderrSocket])
 
 	reports := make(chan report.Message, 16)
 	go readReports(conns[statusSocket], reports, s.log)
@@ -299,6 +299,23 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 	case <-done:
 	case <-time.After(d):
 	}
+}
+
+// drainOnError writes to w until a write fails, then discards. A relay
+// must keep reading whatever happens to rkt's stdout (a closed pipe, a full
+// disk): a guest port that nobody reads blocks the apps writing to it.
+type drainOnError struct {
+	w      io.Writer
+	failed bool
+}
+
+func (d *drainOnError) Write(p []byte) (int, error) {
+	if !d.failed {
+		if _, err := d.w.Write(p); err != nil {
+			d.failed = true
+		}
+	}
+	return len(p), nil
 }
 
 // tail keeps the last bytes written to it.
