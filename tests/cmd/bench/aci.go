@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -36,24 +35,22 @@ type imageSizes struct {
 }
 
 // scanACI reads the stage1 ACI once: it sums the unpacked file sizes by
-// part, copies the QEMU bundle into qemuDir and returns the SHA-256 of the
-// image's kernel.
-func scanACI(aciPath, qemuDir string) (imageSizes, [32]byte, error) {
+// part, copies the QEMU bundle into qemuDir and the kernel to kernelPath.
+func scanACI(aciPath, qemuDir, kernelPath string) (imageSizes, error) {
 	var sizes imageSizes
-	var kernelSum [32]byte
 	f, err := os.Open(aciPath)
 	if err != nil {
-		return sizes, kernelSum, err
+		return sizes, err
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return sizes, kernelSum, err
+		return sizes, err
 	}
 	sizes.FileBytes = info.Size()
 	gz, err := gzip.NewReader(f)
 	if err != nil {
-		return sizes, kernelSum, fmt.Errorf("read %s: %w", aciPath, err)
+		return sizes, fmt.Errorf("read %s: %w", aciPath, err)
 	}
 
 	parts := []imagePart{
@@ -82,37 +79,53 @@ func scanACI(aciPath, qemuDir string) (imageSizes, [32]byte, error) {
 			break
 		}
 		if err != nil {
-			return sizes, kernelSum, fmt.Errorf("read %s: %w", aciPath, err)
+			return sizes, fmt.Errorf("read %s: %w", aciPath, err)
 		}
 		name := strings.TrimPrefix(hdr.Name, "./")
 		if hdr.Typeflag == tar.TypeReg {
 			sizes.UnpackedBytes += hdr.Size
 			partOf(name).Bytes += hdr.Size
 		}
+		target := ""
 		if name == aciKernel {
-			h := sha256.New()
-			if _, err := io.Copy(h, tr); err != nil {
-				return sizes, kernelSum, fmt.Errorf("read %s from %s: %w", name, aciPath, err)
-			}
-			copy(kernelSum[:], h.Sum(nil))
+			target = kernelPath
 			foundKernel = true
-			continue
+		} else if rel, ok := strings.CutPrefix(name, aciQEMUDir); ok && rel != "" {
+			target = filepath.Join(qemuDir, rel)
 		}
-		if rel, ok := strings.CutPrefix(name, aciQEMUDir); ok && rel != "" {
-			if err := extractEntry(tr, hdr, filepath.Join(qemuDir, rel)); err != nil {
-				return sizes, kernelSum, fmt.Errorf("extract %s from %s: %w", name, aciPath, err)
+		if target != "" {
+			if err := extractEntry(tr, hdr, target); err != nil {
+				return sizes, fmt.Errorf("extract %s from %s: %w", name, aciPath, err)
 			}
 		}
 	}
 	if !foundKernel {
-		return sizes, kernelSum, fmt.Errorf("%s has no %s", aciPath, aciKernel)
+		return sizes, fmt.Errorf("%s has no %s", aciPath, aciKernel)
 	}
 	sizes.Parts = parts
-	return sizes, kernelSum, nil
+	return sizes, nil
 }
 
-// extractEntry writes one tar entry of the QEMU bundle, which contains only
-// folders, regular files and symbolic links.
+// copyFile copies src to dst.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// extractEntry writes one tar entry of the QEMU bundle or the kernel, which
+// are only folders, regular files and symbolic links.
 func extractEntry(tr *tar.Reader, hdr *tar.Header, path string) error {
 	if strings.Contains(hdr.Name, "..") {
 		return fmt.Errorf("invalid entry name %q", hdr.Name)
@@ -140,20 +153,20 @@ func extractEntry(tr *tar.Reader, hdr *tar.Header, path string) error {
 	return fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
 }
 
-// fileSHA256 returns the SHA-256 of a file's content.
-func fileSHA256(path string) ([32]byte, error) {
-	var sum [32]byte
-	f, err := os.Open(path)
+// checkSameFile returns an error unless the two files have the same content.
+func checkSameFile(a, b string) error {
+	dataA, err := os.ReadFile(a)
 	if err != nil {
-		return sum, err
+		return err
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return sum, err
+	dataB, err := os.ReadFile(b)
+	if err != nil {
+		return err
 	}
-	copy(sum[:], h.Sum(nil))
-	return sum, nil
+	if !bytes.Equal(dataA, dataB) {
+		return fmt.Errorf("%s differs from the image's kernel", a)
+	}
+	return nil
 }
 
 // kernelVersion returns the release ("6.1.192") from the version string

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -26,6 +23,8 @@ type entrypoint struct {
 	Exited time.Time
 	// QEMUPID is 0 until the watcher found QEMU among the entrypoint's children.
 	QEMUPID int
+	// QEMUFound is when the watcher found QEMU, up to pollInterval after it started.
+	QEMUFound time.Time
 	// QEMUPeakKiB is the last VmHWM read from QEMU's /proc status, up to
 	// pollInterval before QEMU exited, so it can miss a late rise.
 	QEMUPeakKiB uint64
@@ -99,9 +98,9 @@ func (w *watcher) sample() {
 	}
 }
 
-// scan reads the parent of every process in /proc. A child of this process
-// whose argv[0] is the run entrypoint is an entrypoint; a child of an
-// entrypoint whose argv contains qemu-system-x86_64 is its QEMU.
+// scan reads the parent of every process in /proc. An entrypoint is a child
+// of this process whose argv[0] is the run entrypoint. Its QEMU is its child
+// whose argv contains qemu-system-x86_64.
 func (w *watcher) scan() {
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
@@ -125,6 +124,7 @@ func (w *watcher) scan() {
 		for _, e := range w.entrypoints {
 			if e.PID == ppid && e.QEMUPID == 0 && argvContains(pid, "qemu-system-x86_64") {
 				e.QEMUPID = pid
+				e.QEMUFound = time.Now()
 			}
 		}
 		w.mu.Unlock()
@@ -218,6 +218,9 @@ func (w *watcher) finish() ([]*entrypoint, error) {
 		return nil, fmt.Errorf("found %d run entrypoints in /proc, expected %d", len(w.entrypoints), w.expected)
 	}
 	for _, e := range w.entrypoints {
+		if e.Exited.IsZero() {
+			return nil, fmt.Errorf("the exit of run entrypoint %d was not seen", e.PID)
+		}
 		if e.QEMUPID == 0 || e.QEMUPeakKiB == 0 {
 			return nil, fmt.Errorf("found no QEMU process of run entrypoint %d in /proc", e.PID)
 		}
@@ -225,64 +228,8 @@ func (w *watcher) finish() ([]*entrypoint, error) {
 	return w.entrypoints, nil
 }
 
-// close stops the sampler and the exit pollers; it is safe to call twice.
+// close stops the sampler and the exit pollers. Calling it twice is safe.
 func (w *watcher) close() {
 	w.stopOnce.Do(func() { close(w.stop) })
 	w.sampler.Wait()
-}
-
-func readPPID(pid int) (int, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name in brackets can contain spaces and brackets, so the
-	// fields are counted from the last ')': state, then the parent's pid.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("invalid /proc/%d/stat: no ')'", pid)
-	}
-	fields := strings.Fields(string(data[i+1:]))
-	if len(fields) < 2 {
-		return 0, fmt.Errorf("invalid /proc/%d/stat: too few fields", pid)
-	}
-	return strconv.Atoi(fields[1])
-}
-
-func readArgv(pid int) []string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return nil
-	}
-	return strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")
-}
-
-func argvZeroIs(pid int, suffix string) bool {
-	argv := readArgv(pid)
-	return len(argv) > 0 && strings.HasSuffix(argv[0], suffix)
-}
-
-func argvContains(pid int, substr string) bool {
-	for _, arg := range readArgv(pid) {
-		if strings.Contains(arg, substr) {
-			return true
-		}
-	}
-	return false
-}
-
-// readVmHWM returns a process's peak resident set size in KiB.
-func readVmHWM(pid int) (uint64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if value, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
-			return strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
