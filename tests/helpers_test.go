@@ -118,3 +118,5 @@ func run(t *testing.T, d *stage0.Driver, apps []stage0.App, args []string) *stag
 	}
 	return res
 }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 
 	"github.com/appc/spec/schema"
@@ -70,15 +69,15 @@ func guestApp(podDir, name string, exec []string, env types.Environment, workDir
 	}
 	app.Exec = append([]string(nil), exec...)
 
-	uid, err := parseID("user", user)
+	acct, err := resolveUser(rootfs, user)
 	if err != nil {
 		return app, err
 	}
-	gid, err := parseID("group", group)
+	gid, err := resolveGroup(rootfs, group)
 	if err != nil {
 		return app, err
 	}
-	app.UID, app.GID = uid, gid
+	app.UID, app.GID = acct.uid, gid
 	for _, g := range gids {
 		if g < 0 || int64(g) > int64(^uint32(0)) {
 			return app, fmt.Errorf("supplementary GID %d is out of range", g)
@@ -90,7 +89,7 @@ func guestApp(podDir, name string, exec []string, env types.Environment, workDir
 		workDir = "/"
 	}
 	app.WorkingDirectory = workDir
-	app.Env = appEnv(name, uid, env)
+	app.Env = appEnv(name, acct, env)
 	return app, nil
 }
 
@@ -115,34 +114,16 @@ func checkExecutable(rootfs, file string) error {
 	return nil
 }
 
-// parseID accepts a numeric id or "root".
-// TODO: resolve user and group names from the app image's /etc/passwd and
-// /etc/group; until then any other name is rejected before boot.
-func parseID(kind, value string) (uint32, error) {
-	if value == "root" {
-		return 0, nil
-	}
-	n, err := strconv.ParseUint(value, 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("%s %q: only numeric ids and \"root\" are supported so far", kind, value)
-	}
-	return uint32(n), nil
-}
-
-// appEnv builds the app's environment: the defaults of the appc execution
-// environment, then the manifest's variables, which override the defaults
-// except AC_APP_NAME.
-func appEnv(name string, uid uint32, manifestEnv types.Environment) []string {
-	home, user := "/", strconv.FormatUint(uint64(uid), 10)
-	if uid == 0 {
-		home, user = "/root", "root"
-	}
+// appEnv builds the app's environment: PATH from the appc execution
+// environment, HOME, USER, LOGNAME and SHELL from the app's account, then the
+// manifest's variables, which override the defaults except AC_APP_NAME.
+func appEnv(name string, acct account, manifestEnv types.Environment) []string {
 	defaults := [][2]string{
 		{"PATH", DefaultPath},
-		{"HOME", home},
-		{"USER", user},
-		{"LOGNAME", user},
-		{"SHELL", "/bin/sh"},
+		{"HOME", acct.home},
+		{"USER", acct.name},
+		{"LOGNAME", acct.name},
+		{"SHELL", acct.shell},
 	}
 
 	var env []string

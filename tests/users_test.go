@@ -1,0 +1,57 @@
+package tests
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/appc/spec/schema/types"
+
+	"github.com/stage1-vm/stage1-vm/tests/stage0"
+)
+
+func TestUserNameFromImage(t *testing.T) {
+	d := newDriver(t)
+	image := filepath.Join(t.TempDir(), "image")
+	if err := stage0.BusyboxImage(image); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nworker:x:1000:1000:worker:/home/worker:/bin/sh\n",
+		"etc/group":  "root:x:0:\nworkers:x:1000:\nextra:x:2000:\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(image, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app := stage0.App{Name: "worker", Image: image, App: types.App{
+		Exec: []string{"/bin/sh", "-c",
+			`echo "$(id -u) $(id -g) $(id -G) $HOME $USER $LOGNAME"; touch /bin/forbidden 2>/dev/null && echo wrote-bin || echo denied`},
+		User:              "worker",
+		Group:             "workers",
+		SupplementaryGIDs: []int{2000},
+	}}
+	res := run(t, d, []stage0.App{app}, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	want := "1000 1000 1000 2000 /home/worker worker worker\ndenied\n"
+	if res.Stdout != want {
+		t.Errorf("stdout = %q, want %q", res.Stdout, want)
+	}
+}
+
+func TestUnknownUserFailsBeforeBoot(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "app", "/bin/true")
+	app.App.User = "nosuchuser"
+	res := run(t, d, []stage0.App{app}, nil)
+	if res.ExitCode != 254 {
+		t.Errorf("exit status %d, want 254", res.ExitCode)
+	}
+	want := `user "nosuchuser"`
+	if !contains(res.Stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, res.Stderr)
+	}
+}
