@@ -113,7 +113,7 @@ func addQEMU(o options, dir string) error {
 			return err
 		}
 	}
-	for _, fw := range []string{"bios-microvm.bin", "qboot.rom"} {
+	for _, fw := range []string{"bios-microvm.bin", "qboot.rom", "linuxboot_dma.bin"} {
 		if err := copyFile(filepath.Join(o.qemuFirmwareDir, fw), filepath.Join(dir, "share/qemu", fw), 0o644); err != nil {
 			return err
 		}
