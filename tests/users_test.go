@@ -55,3 +55,28 @@ func TestUnknownUserFailsBeforeBoot(t *testing.T) {
 		t.Errorf("stderr lacks %q:\n%s", want, res.Stderr)
 	}
 }
+
+func TestReadOnlyRootfsEnforced(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "readonly", "/bin/sh", "-c",
+		"touch /created 2>/dev/null && echo created || echo denied; echo ok > /tmp/in-tmp 2>/dev/null || echo tmp-denied")
+	app.ReadOnlyRootFS = true
+	pod, err := d.Start([]stage0.App{app}, stage0.Options{Env: tcg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pod.Close()
+	res, err := pod.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 {
+		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	if res.Stdout != "denied\ntmp-denied\n" {
+		t.Errorf("stdout = %q, want both writes denied", res.Stdout)
+	}
+	if _, err := os.Stat(filepath.Join(pod.Dir, "stage1/rootfs/opt/stage2/readonly/rootfs/created")); err == nil {
+		t.Error("a file created in a read-only rootfs reached the host")
+	}
+}

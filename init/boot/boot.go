@@ -121,7 +121,12 @@ func mountApp(app guestconfig.App) error {
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return err
 	}
-	if err := doMount(mount{app.MountTag, rootfs, "9p", 0, ninepOptions}); err != nil {
+	var flags uintptr
+	if app.ReadOnlyRootfs {
+		// QEMU enforces it; the read-only mount only makes the errors plain.
+		flags = unix.MS_RDONLY
+	}
+	if err := doMount(mount{app.MountTag, rootfs, "9p", flags, ninepOptions}); err != nil {
 		return err
 	}
 	// The targets are created inside the guest's view of the rootfs, and the

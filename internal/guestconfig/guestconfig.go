@@ -66,6 +66,8 @@ type App struct {
 	// WorkingDirectory is an absolute path inside the rootfs.
 	WorkingDirectory string `json:"workingDirectory"`
 	// UID, GID and SupplementaryGIDs are numeric ids inside the guest.
+	// ReadOnlyRootfs is set when the host exports the rootfs read-only.
+	ReadOnlyRootfs    bool     `json:"readOnlyRootfs,omitempty"`
 	UID               uint32   `json:"uid"`
 	GID               uint32   `json:"gid"`
 	SupplementaryGIDs []uint32 `json:"supplementaryGIDs,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/appc/spec/schema"
@@ -46,6 +47,14 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 			return nil, fmt.Errorf("app %s: %w", name, err)
 		}
 		app.MountTag = fmt.Sprintf("app%d", i)
+		if ra.ReadOnlyRootFS {
+			// The guest cannot create the mount points of the API file
+			// systems in a read-only export, so the host does.
+			if err := makeMountPoints(filepath.Join(podDir, AppRootfs(name))); err != nil {
+				return nil, fmt.Errorf("app %s: %w", name, err)
+			}
+			app.ReadOnlyRootfs = true
+		}
 		cfg.Apps = append(cfg.Apps, app)
 	}
 	return cfg, nil
@@ -147,6 +156,27 @@ func appEnv(name string, acct account, manifestEnv types.Environment) []string {
 	}
 	set("AC_APP_NAME", name)
 	return env
+}
+
+// guestMountPoints are the folders the guest mounts proc, sysfs and /dev on
+// in every app rootfs.
+var guestMountPoints = []string{"proc", "sys", "dev"}
+
+// makeMountPoints creates the guest's mount points at the top of rootfs.
+// mkdirat(2) never follows a symlink in the last component, and the guest
+// rejects a mount point that is a symlink.
+func makeMountPoints(rootfs string) error {
+	fd, err := unix.Open(rootfs, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open rootfs %s: %w", rootfs, err)
+	}
+	defer unix.Close(fd)
+	for _, dir := range guestMountPoints {
+		if err := unix.Mkdirat(fd, dir, 0o755); err != nil && err != unix.EEXIST {
+			return fmt.Errorf("create /%s in the read-only rootfs: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // ValidateHostname checks a hostname for sethostname(2) in the guest.

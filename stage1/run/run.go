@@ -196,7 +196,7 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		qemu.Share{Tag: guestconfig.ConfigTag, Path: rel(filepath.Join(pod.RuntimeDir, "config")), ReadOnly: true},
 	}
 	for _, app := range cfg.Apps {
-		devices = append(devices, qemu.Share{Tag: app.MountTag, Path: rel(pod.AppRootfs(app.Name))})
+		devices = append(devices, qemu.Share{Tag: app.MountTag, Path: rel(pod.AppRootfs(app.Name)), ReadOnly: app.ReadOnlyRootfs})
 	}
 	devices = append(devices, govmm.RngDevice{ID: "rng0", Filename: "/dev/urandom", Transport: govmm.TransportMMIO})
 

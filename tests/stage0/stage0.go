@@ -42,6 +42,8 @@ type App struct {
 	// Image is a folder holding the app's rootfs, used as the overlay's lower layer.
 	Image string
 	App   types.App
+	// ReadOnlyRootFS is the pod manifest's readOnlyRootFS of the app.
+	ReadOnlyRootFS bool
 }
 
 // Options are what `rkt run` adds around the apps.
@@ -191,9 +193,10 @@ func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]strin
 			return mounts, err
 		}
 		pm.Apps = append(pm.Apps, schema.RuntimeApp{
-			Name:  *name,
-			Image: schema.RuntimeImage{Name: imgName, ID: *imgID},
-			App:   &app,
+			Name:           *name,
+			Image:          schema.RuntimeImage{Name: imgName, ID: *imgID},
+			App:            &app,
+			ReadOnlyRootFS: a.ReadOnlyRootFS,
 		})
 	}
 	data := opts.Manifest
