@@ -80,3 +80,24 @@ func TestReadOnlyRootfsEnforced(t *testing.T) {
 		t.Error("a file created in a read-only rootfs reached the host")
 	}
 }
+
+func TestDeviceFilesInApp(t *testing.T) {
+	d := newDriver(t)
+	script := `
+for f in /dev/null /dev/zero /dev/urandom /dev/tty /dev/ptmx; do [ -c $f ] && echo "$f char" || echo "$f missing"; done
+head -c 4 /dev/zero | wc -c
+head -c 16 /dev/urandom | wc -c
+echo to-null > /dev/null && echo null-ok
+echo via-dev-stdout > /dev/stdout
+echo via-dev-stderr > /dev/stderr
+[ -d /dev/fd ] && echo fd-ok
+`
+	res := run(t, d, []stage0.App{busyboxApp(t, "devices", "/bin/sh", "-c", script)}, nil)
+	want := "/dev/null char\n/dev/zero char\n/dev/urandom char\n/dev/tty char\n/dev/ptmx char\n4\n16\nnull-ok\nvia-dev-stdout\nfd-ok\n"
+	if res.Stdout != want {
+		t.Errorf("stdout = %q, want %q", res.Stdout, want)
+	}
+	if res.Stderr != "via-dev-stderr\n" {
+		t.Errorf("stderr = %q, want via-dev-stderr", res.Stderr)
+	}
+}

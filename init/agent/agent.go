@@ -80,7 +80,7 @@ func Run(log *slog.Logger) error {
 		return err
 	}
 
-	ioListener, err := listen(ports.IOSocket)
+	ioListener, err := listenNet("unixpacket", ports.IOSocket)
 	if err != nil {
 		return err
 	}
@@ -111,8 +111,12 @@ func Run(log *slog.Logger) error {
 }
 
 func listen(path string) (net.Listener, error) {
+	return listenNet("unix", path)
+}
+
+func listenNet(network, path string) (net.Listener, error) {
 	_ = os.Remove(path)
-	l, err := net.Listen("unix", path)
+	l, err := net.Listen(network, path)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
@@ -130,19 +134,28 @@ func (a *Agent) serve(l net.Listener, handle func(net.Conn)) {
 	}
 }
 
-// handleStream copies one app stream to its port. The first line names the
-// stream and the app: "stdout <app>" or "stderr <app>".
-func (a *Agent) handleStream(conn net.Conn) {
-	defer conn.Close()
-	r := bufio.NewReader(conn)
-	header, err := r.ReadString('\n')
+// handleStream copies one app stream to its port. The stream arrives as one
+// message: the header "stdout <app>" or "stderr <app>" with the read end of
+// the app's pipe attached (SCM_RIGHTS).
+func (a *Agent) handleStream(c net.Conn) {
+	defer c.Close()
+	conn := c.(*net.UnixConn)
+	buf := make([]byte, 256)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 	if err != nil {
 		a.log.Error("read stream header failed", "error", err)
 		return
 	}
-	fields := strings.Fields(header)
-	if len(fields) != 2 {
-		a.log.Error("invalid stream header", "header", header)
+	pipe, err := receivedFile(oob[:oobn])
+	if err != nil {
+		a.log.Error("invalid stream message", "error", err)
+		return
+	}
+	defer pipe.Close()
+	fields := strings.Fields(string(buf[:n]))
+	if len(fields) != 2 || (fields[0] != "stdout" && fields[0] != "stderr") {
+		a.log.Error("invalid stream header", "header", string(buf[:n]))
 		return
 	}
 	a.mu.Lock()
@@ -161,12 +174,12 @@ func (a *Agent) handleStream(conn net.Conn) {
 	if fields[0] == "stderr" {
 		port, mu = a.stderr, &a.errMu
 	}
-	buf := make([]byte, 32*1024)
+	data := make([]byte, 32*1024)
 	for {
-		n, err := r.Read(buf)
+		n, err := pipe.Read(data)
 		if n > 0 {
 			mu.Lock()
-			_, werr := port.Write(buf[:n])
+			_, werr := port.Write(data[:n])
 			mu.Unlock()
 			if werr != nil {
 				a.log.Error("write app output to the host failed", "app", fields[1], "error", werr)
@@ -180,6 +193,28 @@ func (a *Agent) handleStream(conn net.Conn) {
 			return
 		}
 	}
+}
+
+// receivedFile returns the one file descriptor passed in a control message.
+func receivedFile(oob []byte) (*os.File, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("parse control message: %w", err)
+	}
+	var fds []int
+	for _, m := range msgs {
+		rights, err := unix.ParseUnixRights(&m)
+		if err == nil {
+			fds = append(fds, rights...)
+		}
+	}
+	if len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("expected one file descriptor, got %d", len(fds))
+	}
+	return os.NewFile(uintptr(fds[0]), "app-stream"), nil
 }
 
 // handleControl serves one command from a unit: "ready" or

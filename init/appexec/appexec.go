@@ -92,23 +92,27 @@ func enterAndExec(app guestconfig.App) (int, error) {
 	return status, fmt.Errorf("exec %s: %w", app.Exec[0], err)
 }
 
-// connectStream connects fd to the agent's stream of the app, which the
-// agent copies to the host's stdout or stderr.
+// connectStream makes fd the write end of a pipe whose read end goes to the
+// agent, which copies it to the host's stdout or stderr. A pipe rather than
+// the socket itself, because apps reopen /dev/stdout, and a socket cannot be
+// opened through /proc/self/fd.
 func connectStream(stream, app string, fd int) error {
-	conn, err := net.Dial("unix", ports.IOSocket)
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: ports.IOSocket, Net: "unixpacket"})
 	if err != nil {
 		return fmt.Errorf("connect %s to the agent: %w", stream, err)
 	}
 	defer conn.Close()
-	if _, err := fmt.Fprintf(conn, "%s %s\n", stream, app); err != nil {
-		return fmt.Errorf("connect %s to the agent: %w", stream, err)
+	var pipe [2]int
+	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("create %s pipe: %w", stream, err)
 	}
-	file, err := conn.(*net.UnixConn).File()
-	if err != nil {
-		return err
+	defer unix.Close(pipe[0])
+	defer unix.Close(pipe[1])
+	header := []byte(fmt.Sprintf("%s %s\n", stream, app))
+	if _, _, err := conn.WriteMsgUnix(header, unix.UnixRights(pipe[0]), nil); err != nil {
+		return fmt.Errorf("pass %s to the agent: %w", stream, err)
 	}
-	defer file.Close()
-	if err := unix.Dup3(int(file.Fd()), fd, 0); err != nil {
+	if err := unix.Dup3(pipe[1], fd, 0); err != nil {
 		return fmt.Errorf("dup %s: %w", stream, err)
 	}
 	return nil

@@ -55,6 +55,20 @@ func Run() error {
 		}
 	}
 
+	// devtmpfs has the device nodes; these links come from udev on a
+	// normal system, and apps expect them.
+	for link, target := range map[string]string{
+		"/dev/fd":     "/proc/self/fd",
+		"/dev/stdin":  "/proc/self/fd/0",
+		"/dev/stdout": "/proc/self/fd/1",
+		"/dev/stderr": "/proc/self/fd/2",
+		"/dev/core":   "/proc/kcore",
+	} {
+		if err := os.Symlink(target, link); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("create %s: %w", link, err)
+		}
+	}
+
 	if err := sendHello(); err != nil {
 		return err
 	}
