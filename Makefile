@@ -13,7 +13,7 @@ OUT = out
 ACI = $(OUT)/stage1-vm.aci
 GO_SOURCES = $(shell find . -name '*.go' -not -path './out/*') go.mod go.sum
 
-.PHONY: all deps kernel test unit-test e2e-test bench install clean demo
+.PHONY: all deps test unit-test e2e-test bench install clean demo
 
 all: $(ACI)
 
@@ -29,16 +29,17 @@ $(OUT)/stage1-vm-init: $(GO_SOURCES) | deps
 $(OUT)/build: $(GO_SOURCES)
 	$(GO) build -o $@ ./build
 
-# The kernel script keeps its own cache keyed by the config and the source
-# version, so it runs every time and returns at once when nothing changed.
-kernel: | deps
+# kernel/build.sh also caches bzImages by the hash of the config and the
+# source version, so switching configs back and forth does not rebuild.
 ifeq ($(KERNEL),)
-	@kernel/build.sh $(OUT)/bzImage
+$(OUT)/bzImage: kernel/guest.config kernel/build.sh | deps
+	@kernel/build.sh $@
 else
-	@mkdir -p $(OUT) && cp $(KERNEL) $(OUT)/bzImage
+$(OUT)/bzImage: $(KERNEL)
+	@mkdir -p $(OUT) && cp $(KERNEL) $@
 endif
 
-$(ACI): $(OUT)/stage1-vm $(OUT)/stage1-vm-init $(OUT)/build kernel aci-manifest/manifest.json.in $(wildcard init/units/*)
+$(ACI): $(OUT)/stage1-vm $(OUT)/stage1-vm-init $(OUT)/build $(OUT)/bzImage aci-manifest/manifest.json.in $(wildcard init/units/*)
 	$(OUT)/build -out $@ -stage $(OUT)/aci -version $(VERSION) -kernel $(OUT)/bzImage
 	@echo "wrote $@"
 

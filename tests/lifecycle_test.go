@@ -82,8 +82,8 @@ func TestStopForce(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := waitResult(t, pod, 30*time.Second)
-	if res.ExitCode == 0 {
-		t.Error("exit status 0 after a forced stop, want the error status")
+	if res.ExitCode != 137 {
+		t.Errorf("exit status %d after a forced stop, want 137; stderr:\n%s", res.ExitCode, res.Stderr)
 	}
 }
 
@@ -167,5 +167,69 @@ func TestAppWritesReachHost(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
 	if len(lines) != 100001 || lines[99999] != "100000" || lines[100000] != "last-line" {
 		t.Errorf("file written in the guest has %d lines, want 100001 ending in last-line", len(lines))
+	}
+}
+
+func TestStopDuringBoot(t *testing.T) {
+	d := newDriver(t)
+	pod, err := d.Start([]stage0.App{busyboxApp(t, "sleeper", "/bin/sh", "-c", "sleep 600")}, stage0.Options{Env: tcg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pod.Close()
+	// rkt stop finds the pod through its pid file, which the run entrypoint
+	// writes before it starts QEMU.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(pod.Dir, "pid")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no pid file within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := pod.Stop(false); err != nil {
+		t.Fatal(err)
+	}
+	res := waitResult(t, pod, 60*time.Second)
+	// The stop lands before or after the app started: either nothing ran
+	// (0) or the app ended on SIGTERM (143). A lost stop would end in the
+	// stop timeout's kill instead.
+	if res.ExitCode != 0 && res.ExitCode != 143 {
+		t.Errorf("exit status %d, want 0 or 143; stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+}
+
+func TestInterruptStopsGracefully(t *testing.T) {
+	d := newDriver(t)
+	pod := startPod(t, d, []stage0.App{busyboxApp(t, "trapper", "/bin/sh", "-c",
+		"trap 'echo got-sigint-stop; exit 6' TERM; echo started; while true; do sleep 0.2; done")})
+	// A terminal's Ctrl-C reaches the whole process group; QEMU runs in its
+	// own, so only the run entrypoint gets it and stops the apps.
+	if err := syscall.Kill(pod.Process().Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	res := waitResult(t, pod, 60*time.Second)
+	if res.ExitCode != 6 {
+		t.Errorf("exit status %d, want the app's 6; stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	if !strings.Contains(res.Stdout, "got-sigint-stop\n") {
+		t.Errorf("stdout %q lacks the app's SIGTERM handler output", res.Stdout)
+	}
+}
+
+func TestAgentDeathEndsPod(t *testing.T) {
+	d := newDriver(t)
+	pod, err := d.Start([]stage0.App{busyboxApp(t, "killer", "/bin/sh", "-c",
+		"kill -9 $(pidof stage1-vm-init); sleep 600")},
+		stage0.Options{Env: tcg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pod.Close()
+	res := waitResult(t, pod, 90*time.Second)
+	if res.ExitCode != 254 {
+		t.Errorf("exit status %d, want 254 after the guest agent died; stderr:\n%s", res.ExitCode, res.Stderr)
 	}
 }

@@ -91,6 +91,7 @@ func Run(log *slog.Logger) error {
 	go a.serve(ioListener, a.handleStream)
 	go a.serve(controlListener, a.handleControl)
 	go a.readHost()
+	a.send(report.Message{Kind: report.Serving})
 
 	terminate := make(chan os.Signal, 1)
 	signal.Notify(terminate, unix.SIGTERM, unix.SIGINT)
@@ -263,10 +264,14 @@ func (a *Agent) appExited(app string, status int) {
 
 	a.mu.Lock()
 	a.exited[app] = status
+	// The pod's status is the first non-zero one, also while stopping: an
+	// app that fails on SIGTERM makes the stopped pod fail.
+	if a.podStatus == 0 {
+		a.podStatus = status
+	}
 	end := false
 	if !a.stopping && (status != 0 || len(a.exited) == len(a.pod.Apps)) {
 		a.stopping = true
-		a.podStatus = status
 		end = true
 	}
 	a.mu.Unlock()
@@ -275,8 +280,8 @@ func (a *Agent) appExited(app string, status int) {
 	}
 }
 
-// readHost serves the host's commands on the status port: "stop" ends the
-// pod with the status it has so far.
+// readHost serves the host's commands on the status port: "stop" stops
+// every app and ends the pod.
 func (a *Agent) readHost() {
 	scanner := bufio.NewScanner(a.status)
 	for scanner.Scan() {

@@ -3,6 +3,7 @@
 // The guest sends one message a line, in ASCII:
 //
 //	hello                   the guest init started (the boot watchdog's sign of life)
+//	serving                 the agent reads the port, so the host may send "stop"
 //	ready                   every app has been started
 //	exit <app> <status>     an app ended with an exit status of 0 to 255
 //	pod-exit <status>       every app has stopped, the shares are synced, and the
@@ -28,6 +29,7 @@ type Kind string
 
 const (
 	Hello   Kind = "hello"
+	Serving Kind = "serving"
 	Ready   Kind = "ready"
 	Exit    Kind = "exit"
 	PodExit Kind = "pod-exit"
@@ -61,7 +63,7 @@ func Parse(line string) (Message, error) {
 	}
 	fields := strings.Split(line, " ")
 	switch Kind(fields[0]) {
-	case Hello, Ready:
+	case Hello, Serving, Ready:
 		if len(fields) != 1 {
 			return Message{}, fmt.Errorf("invalid report line %q: %s takes no arguments", line, fields[0])
 		}

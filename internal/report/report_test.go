@@ -9,6 +9,7 @@ func TestParseValid(t *testing.T) {
 	}{
 		{"hello", Message{Kind: Hello}},
 		{"ready", Message{Kind: Ready}},
+		{"serving", Message{Kind: Serving}},
 		{"exit web 3", Message{Kind: Exit, App: "web", Status: 3}},
 		{"exit a-1 255", Message{Kind: Exit, App: "a-1", Status: 255}},
 		{"pod-exit 0", Message{Kind: PodExit, Status: 0}},

@@ -45,8 +45,9 @@ func GC(args []string) error {
 }
 
 // Stop makes the pod end: gracefully by default, the run entrypoint asking
-// the guest to stop its apps; at once with --force, by killing QEMU.
-// Arguments: [--force] <uuid>.
+// the guest to stop its apps (SIGTERM); at once with --force (SIGUSR1), the
+// run entrypoint killing QEMU. Without a live run entrypoint, --force kills
+// a QEMU left behind. Arguments: [--force] <uuid>.
 func Stop(args []string) error {
 	fs := flag.NewFlagSet("stop", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -58,21 +59,40 @@ func Stop(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *force {
-		return killQEMU(uuid, unix.SIGKILL)
-	}
-	data, err := os.ReadFile(pod.PIDFile)
+	pid, err := supervisorPID(uuid)
 	if err != nil {
-		return fmt.Errorf("pod %s is not running: %w", uuid, err)
+		if *force {
+			return killQEMU(uuid, unix.SIGKILL)
+		}
+		return err
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("invalid pid file of pod %s: %q", uuid, data)
+	sig := unix.SIGTERM
+	if *force {
+		sig = unix.SIGUSR1
 	}
-	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
+	if err := unix.Kill(pid, sig); err != nil {
 		return fmt.Errorf("signal the run entrypoint of pod %s (pid %d): %w", uuid, pid, err)
 	}
 	return nil
+}
+
+// supervisorPID returns the pid of the pod's run entrypoint from the pid
+// file, after checking that the process is the run entrypoint of this pod:
+// its last argument is the pod's UUID.
+func supervisorPID(uuid string) (int, error) {
+	data, err := os.ReadFile(pod.PIDFile)
+	if err != nil {
+		return 0, fmt.Errorf("pod %s is not running: %w", uuid, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return 0, fmt.Errorf("invalid pid file of pod %s: %q", uuid, data)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.HasSuffix(cmdline, []byte("\x00"+uuid+"\x00")) {
+		return 0, fmt.Errorf("pod %s is not running: its run entrypoint (pid %d) has exited", uuid, pid)
+	}
+	return pid, nil
 }
 
 func podUUID(args []string) (string, error) {

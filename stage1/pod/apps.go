@@ -32,6 +32,9 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 	if err := ValidateHostname(opts.Hostname); err != nil {
 		return nil, err
 	}
+	if err := checkSupported(podDir, pm); err != nil {
+		return nil, err
+	}
 	cfg := &guestconfig.Pod{
 		UUID:     opts.UUID,
 		Hostname: opts.Hostname,
@@ -86,9 +89,15 @@ func guestApp(podDir, name string, exec []string, env types.Environment, workDir
 	if err != nil {
 		return app, err
 	}
+	if acct.uid == ^uint32(0) {
+		return app, fmt.Errorf("user %q: %w", user, errReservedID)
+	}
+	if gid == ^uint32(0) {
+		return app, fmt.Errorf("group %q: %w", group, errReservedID)
+	}
 	app.UID, app.GID = acct.uid, gid
 	for _, g := range gids {
-		if g < 0 || int64(g) > int64(^uint32(0)) {
+		if g < 0 || int64(g) >= int64(^uint32(0)) {
 			return app, fmt.Errorf("supplementary GID %d is out of range", g)
 		}
 		app.SupplementaryGIDs = append(app.SupplementaryGIDs, uint32(g))

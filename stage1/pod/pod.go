@@ -37,7 +37,11 @@ func LoadManifest(podDir string) (*schema.PodManifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read pod manifest: %w", err)
 	}
-	return ParseManifest(data)
+	pm, err := ParseManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return pm, nil
 }
 
 // ParseManifest validates a pod manifest with the appc schema.

@@ -1,6 +1,7 @@
 package pod
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -65,7 +66,9 @@ func TestGuestConfigSingleApp(t *testing.T) {
 	}
 }
 
-func TestGuestConfigTwoApps(t *testing.T) {
+func TestGuestConfigRejectsUnsupportedFixture(t *testing.T) {
+	// rkt's manifest of two apps with volumes and isolators: this version
+	// rejects it before boot instead of dropping those settings.
 	pm, err := ParseManifest(loadFixture(t, "two-apps-volumes-isolators.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +77,24 @@ func TestGuestConfigTwoApps(t *testing.T) {
 	for _, a := range pm.Apps {
 		names = append(names, a.Name.String())
 	}
-	cfg, err := GuestConfig(makePodDir(t, names...), pm, Options{UUID: testUUID, Hostname: "h"})
+	_, err = GuestConfig(makePodDir(t, names...), pm, Options{UUID: testUUID, Hostname: "h"})
+	if err == nil || !strings.Contains(err.Error(), "not supported yet") {
+		t.Errorf("GuestConfig error = %v, want a not supported yet error", err)
+	}
+}
+
+func TestGuestConfigTwoApps(t *testing.T) {
+	manifest := `{"acKind":"PodManifest","acVersion":"1.30.0","apps":[
+		{"name":"a","image":{"id":"sha512-` + strings.Repeat("0", 64) + `"},
+		 "app":{"exec":["/bin/sh"],"user":"0","group":"0","supplementaryGIDs":[10,20],"workingDirectory":"/bin"},
+		 "readOnlyRootFS":true},
+		{"name":"b","image":{"id":"sha512-` + strings.Repeat("0", 64) + `"},"app":{"exec":["/bin/sh"],"user":"0","group":"0"}}]}`
+	pm, err := ParseManifest([]byte(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	podDir := makePodDir(t, "a", "b")
+	cfg, err := GuestConfig(podDir, pm, Options{UUID: testUUID, Hostname: "h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +106,14 @@ func TestGuestConfigTwoApps(t *testing.T) {
 	}
 	if cfg.Apps[0].WorkingDirectory != "/bin" {
 		t.Errorf("working directory = %q, want /bin", cfg.Apps[0].WorkingDirectory)
+	}
+	if !cfg.Apps[0].ReadOnlyRootfs || cfg.Apps[1].ReadOnlyRootfs {
+		t.Errorf("read-only rootfs = %v, %v; want true, false", cfg.Apps[0].ReadOnlyRootfs, cfg.Apps[1].ReadOnlyRootfs)
+	}
+	for _, dir := range []string{"proc", "sys", "dev"} {
+		if info, err := os.Stat(filepath.Join(podDir, AppRootfs("a"), dir)); err != nil || !info.IsDir() {
+			t.Errorf("mount point /%s not created in the read-only rootfs: %v", dir, err)
+		}
 	}
 }
 
@@ -121,6 +149,13 @@ func TestGuestConfigRejects(t *testing.T) {
 		{"user name", app(`{"exec":["/bin/sh"],"user":"www","group":"0"}`), `user "www"`},
 		{"directory as exec", app(`{"exec":["/bin"],"user":"0","group":"0"}`), "not a regular file"},
 		{"symlink out of rootfs", app(`{"exec":["/bin/escape"],"user":"0","group":"0"}`), "not found"},
+		{"reserved uid", app(`{"exec":["/bin/sh"],"user":"4294967295","group":"0"}`), "(uid_t)-1"},
+		{"reserved gid", app(`{"exec":["/bin/sh"],"user":"0","group":"4294967295"}`), "(uid_t)-1"},
+		{"NUL in argument", app(`{"exec":["/bin/sh","a\u0000b"],"user":"0","group":"0"}`), "exec[1] contains a NUL byte"},
+		{"NUL in env", app(`{"exec":["/bin/sh"],"user":"0","group":"0","environment":[{"name":"X","value":"a\u0000"}]}`), "X contains a NUL byte"},
+		{"isolator", app(`{"exec":["/bin/sh"],"user":"0","group":"0","isolators":[{"name":"resource/memory","value":{"limit":"4M"}}]}`), `isolator "resource/memory"`},
+		{"event handler", app(`{"exec":["/bin/sh"],"user":"0","group":"0","eventHandlers":[{"name":"pre-start","exec":["/bin/true"]}]}`), `event handler "pre-start"`},
+		{"mount point", app(`{"exec":["/bin/sh"],"user":"0","group":"0","mountPoints":[{"name":"data","path":"/data"}]}`), `mount point "data"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -164,5 +199,45 @@ func TestValidateHostname(t *testing.T) {
 	}
 	if err := ValidateHostname("rkt-" + testUUID); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestCheckSupportedPod(t *testing.T) {
+	id := `"image":{"id":"sha512-` + strings.Repeat("0", 64) + `"},"app":{"exec":["/bin/sh"],"user":"0","group":"0"}`
+	var many []string
+	for i := 0; i <= MaxApps; i++ {
+		many = append(many, fmt.Sprintf(`{"name":"a%d",%s}`, i, id))
+	}
+	cases := map[string]struct {
+		manifest, want string
+		dnsFile        bool
+	}{
+		"too many apps": {`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[` + strings.Join(many, ",") + `]}`, "21 apps; a pod VM runs at most 20", false},
+		"volume": {`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a",` + id + `}],
+			"volumes":[{"name":"data","kind":"empty"}]}`, `volume "data"`, false},
+		"mount": {`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a",` + id + `,"mounts":[{"volume":"data","path":"/data"}]}]}`, `mount of volume "data"`, false},
+		"dns":   {`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a",` + id + `}]}`, "rkt-resolv.conf", true},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			pm, err := ParseManifest([]byte(c.manifest))
+			if err != nil {
+				t.Fatal(err)
+			}
+			podDir := t.TempDir()
+			if c.dnsFile {
+				etc := filepath.Join(podDir, Stage1Rootfs, "etc")
+				if err := os.MkdirAll(etc, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(etc, "rkt-resolv.conf"), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err = checkSupported(podDir, pm)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("checkSupported error = %v, want it to contain %q", err, c.want)
+			}
+		})
 	}
 }

@@ -26,7 +26,7 @@ const MaxTagLength = 31
 
 // Valid reports whether the share can be rendered.
 func (s Share) Valid() bool {
-	return s.Tag != "" && len(s.Tag) <= MaxTagLength && s.Path != "" && !strings.Contains(s.Path, ",")
+	return s.Tag != "" && len(s.Tag) <= MaxTagLength && s.Path != "" && !strings.ContainsAny(s.Tag, ",=")
 }
 
 // QemuParams renders the -fsdev and -device arguments.
@@ -39,9 +39,10 @@ func (s Share) QemuParams(*govmm.Config) []string {
 	// device nodes inside the shared folder on the host. No host code runs
 	// or opens them, but "mapped-xattr" would keep them inert; it needs
 	// user xattrs on the file system under the pod directory.
-	fsdev := fmt.Sprintf("local,id=%s,path=%s,security_model=passthrough,multidevs=remap", id, s.Path)
+	path := escapeOption(s.Path)
+	fsdev := fmt.Sprintf("local,id=%s,path=%s,security_model=passthrough,multidevs=remap", id, path)
 	if s.ReadOnly {
-		fsdev = fmt.Sprintf("local,id=%s,path=%s,security_model=none,readonly=on,multidevs=remap", id, s.Path)
+		fsdev = fmt.Sprintf("local,id=%s,path=%s,security_model=none,readonly=on,multidevs=remap", id, path)
 	}
 	return []string{
 		"-fsdev", fsdev,
@@ -63,7 +64,7 @@ type SerialPort struct {
 
 // Valid reports whether the port can be rendered.
 func (p SerialPort) Valid() bool {
-	return p.ID != "" && p.Name != "" && p.Socket != "" && !strings.Contains(p.Socket, ",")
+	return p.ID != "" && p.Name != "" && p.Socket != ""
 }
 
 // QemuParams renders the -chardev and -device arguments. QEMU connects to
@@ -71,7 +72,7 @@ func (p SerialPort) Valid() bool {
 // the supervisor reads is lost.
 func (p SerialPort) QemuParams(*govmm.Config) []string {
 	return []string{
-		"-chardev", fmt.Sprintf("socket,id=%s,path=%s", p.ID, p.Socket),
+		"-chardev", fmt.Sprintf("socket,id=%s,path=%s", p.ID, escapeOption(p.Socket)),
 		"-device", fmt.Sprintf("virtserialport,bus=vser0.0,chardev=%s,id=port-%s,name=%s", p.ID, p.ID, p.Name),
 	}
 }
@@ -86,13 +87,19 @@ type Console struct {
 
 // Valid reports whether the console can be rendered.
 func (c Console) Valid() bool {
-	return c.Socket != "" && !strings.Contains(c.Socket, ",")
+	return c.Socket != ""
 }
 
 // QemuParams renders the -chardev and -serial arguments.
 func (c Console) QemuParams(*govmm.Config) []string {
 	return []string{
-		"-chardev", fmt.Sprintf("socket,id=console,path=%s", c.Socket),
+		"-chardev", fmt.Sprintf("socket,id=console,path=%s", escapeOption(c.Socket)),
 		"-serial", "chardev:console",
 	}
+}
+
+// escapeOption escapes a value inside a QEMU option list, where a comma
+// separates options and two commas stand for one.
+func escapeOption(value string) string {
+	return strings.ReplaceAll(value, ",", ",,")
 }

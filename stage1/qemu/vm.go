@@ -169,7 +169,9 @@ func (vm *VM) Start(ctx context.Context) (*Process, error) {
 		// must live as long as QEMU does.
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		// A process group of its own keeps a terminal's Ctrl-C away from
+		// QEMU, so that the supervisor can stop the apps gracefully.
+		attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 		p.stderr, p.err = govmm.LaunchCustomQemu(ctx, vm.Bundle.Loader(), argv, nil, attr, nil)
 		close(p.done)
 	}()

@@ -60,7 +60,7 @@ func TestArgsRejects(t *testing.T) {
 		"cpus":              func(vm *VM) { vm.CPUs = 0 },
 		"kernel param":      func(vm *VM) { vm.KernelParams = append(vm.KernelParams, "a b") },
 		"long tag":          func(vm *VM) { vm.Devices = append(vm.Devices, Share{Tag: strings.Repeat("t", 32), Path: "/x"}) },
-		"comma in path":     func(vm *VM) { vm.Devices = append(vm.Devices, Share{Tag: "t", Path: "/a,b"}) },
+		"comma in tag":      func(vm *VM) { vm.Devices = append(vm.Devices, Share{Tag: "t,x", Path: "/a"}) },
 		"port without name": func(vm *VM) { vm.Devices = append(vm.Devices, SerialPort{ID: "p", Socket: "s"}) },
 	}
 	for name, mutate := range cases {
@@ -69,5 +69,12 @@ func TestArgsRejects(t *testing.T) {
 		if _, err := vm.Args(); err == nil {
 			t.Errorf("%s: Args succeeded, want an error", name)
 		}
+	}
+}
+
+func TestShareEscapesCommas(t *testing.T) {
+	args := Share{Tag: "app0", Path: "/pods/a,b"}.QemuParams(nil)
+	if args[1] != "local,id=fs-app0,path=/pods/a,,b,security_model=passthrough,multidevs=remap" {
+		t.Errorf("-fsdev %s does not escape the comma", args[1])
 	}
 }

@@ -107,6 +107,11 @@ const DefaultBootTimeout = 30 * time.Second
 // this long is stuck, and the pod is booted again under TCG.
 const kvmProbeTimeout = 10 * time.Second
 
+// reservedKernelParams are the guest kernel parameters that the pod needs
+// as stage1-vm sets them: another value would boot a guest that cannot run
+// the pod or report its end.
+var reservedKernelParams = []string{"root", "rootfstype", "rootflags", "init", "console", "panic", "reboot", "systemd.unit", "systemd.machine_id"}
+
 // VMSettings are the settings read from the environment.
 type VMSettings struct {
 	// Accel is "auto", "kvm" or "tcg".
@@ -132,6 +137,14 @@ func ReadVMSettings(getenv func(string) string) (VMSettings, error) {
 		s.BootTimeout = time.Duration(n) * time.Second
 	}
 	s.ExtraParams = strings.Fields(getenv(EnvExtraKernelParams))
+	for _, param := range s.ExtraParams {
+		name, _, _ := strings.Cut(param, "=")
+		for _, reserved := range reservedKernelParams {
+			if name == reserved {
+				return s, fmt.Errorf("invalid %s: %q overrides a parameter that stage1-vm sets itself (%s)", EnvExtraKernelParams, param, strings.Join(reservedKernelParams, ", "))
+			}
+		}
+	}
 	return s, nil
 }
 

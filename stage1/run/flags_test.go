@@ -84,6 +84,8 @@ func TestReadVMSettingsRejects(t *testing.T) {
 		{EnvBootTimeout: "0"},
 		{EnvBootTimeout: "ten"},
 		{EnvBootTimeout: "-5"},
+		{EnvExtraKernelParams: "quiet init=/bin/sh"},
+		{EnvExtraKernelParams: "panic=0"},
 	} {
 		_, err := ReadVMSettings(func(k string) string { return env[k] })
 		if err == nil {

@@ -33,6 +33,10 @@ const (
 // errors too.
 const ErrorExitStatus = 254
 
+// ForcedStopExitStatus is the run entrypoint's exit status after stop
+// --force: 128 plus SIGKILL, as if the pod had been killed.
+const ForcedStopExitStatus = 137
+
 // gracefulStopTimeout is how long a stop request from a signal waits for the
 // guest to stop its apps before QEMU is killed.
 const gracefulStopTimeout = 20 * time.Second
@@ -48,6 +52,7 @@ func Main(args []string) int {
 		fmt.Fprintf(os.Stderr, "stage1-vm: %v\n", err)
 		return ErrorExitStatus
 	}
+	sigs := stopSignals()
 	// A write to a closed stdout then fails with EPIPE instead of killing
 	// the process with SIGPIPE, which would take the VM down with it.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
@@ -58,9 +63,8 @@ func Main(args []string) int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pod", flags.UUID)
 
-	status, err := runPod(flags, log)
+	status, err := runPod(flags, log, sigs)
 	if err != nil {
-		log.Error("pod failed", "error", err)
 		fmt.Fprintf(os.Stderr, "stage1-vm: %v\n", err)
 		return ErrorExitStatus
 	}
@@ -82,7 +86,7 @@ func (c cleanups) run() error {
 	return result.ErrorOrNil()
 }
 
-func runPod(flags *Flags, log *slog.Logger) (status int, err error) {
+func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, err error) {
 	var undo cleanups
 	defer func() {
 		if cerr := undo.run(); cerr != nil {
@@ -158,7 +162,7 @@ func runPod(flags *Flags, log *slog.Logger) (status int, err error) {
 		log.Warn("measuring the host TSC failed; the guest calibrates it, which can hang its boot", "error", err)
 	}
 	vm := newVM(podDir, cfg, flags, settings, tscKHz)
-	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug}
+	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug, signals: sigs}
 	return sup.boot(vm, settings)
 }
 
@@ -224,9 +228,12 @@ var (
 	stderrSocket  = filepath.Join(pod.RuntimeDir, "stderr.sock")
 )
 
-// signals returns a channel of the signals that stop the pod.
-func signals() (chan os.Signal, func()) {
-	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	return ch, func() { signal.Stop(ch) }
+// stopSignals registers the signals that stop the pod: SIGTERM from the
+// stop entrypoint, SIGINT from a terminal, SIGHUP, and SIGUSR1 from
+// stop --force. They are registered before anything else, so a stop that
+// arrives while the VM boots waits in the channel.
+func stopSignals() <-chan os.Signal {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	return ch
 }

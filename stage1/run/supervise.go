@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
@@ -33,12 +34,19 @@ type supervisor struct {
 	pod    *guestconfig.Pod
 	log    *slog.Logger
 	debug  bool
+	// signals receives the signals that stop the pod, registered at start.
+	signals <-chan os.Signal
 }
 
 // boot starts the VM with the configured accelerator and, in auto mode,
 // boots again under TCG when a KVM guest shows no sign of life.
 func (s *supervisor) boot(vm *qemu.VM, settings VMSettings) (int, error) {
 	accel := settings.Accel
+	if accel == qemu.KVM {
+		if err := qemu.KVMUsable(); err != nil {
+			return 0, fmt.Errorf("%s=kvm, but KVM is not usable: %w; set %s=auto or tcg to run without it", EnvAccel, err, EnvAccel)
+		}
+	}
 	if accel == "auto" {
 		if err := qemu.KVMUsable(); err != nil {
 			s.log.Warn("KVM is not usable, running the VM under TCG (software emulation), which is many times slower", "reason", err)
@@ -129,18 +137,9 @@ func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error
 	reports := make(chan report.Message, 16)
 	go readReports(conns[statusSocket], reports, s.log)
 
-	sigs, stopSignals := signals()
-	defer stopSignals()
-
+	st := &attemptState{sup: s, proc: proc, status: conns[statusSocket], start: start, podStatus: -1}
 	watchdog := time.NewTimer(bootTimeout)
 	defer watchdog.Stop()
-	var (
-		alive       bool
-		podStatus   = -1
-		stopTimer   <-chan time.Time
-		stopAsked   bool
-		watchdogHit bool
-	)
 loop:
 	for {
 		select {
@@ -149,54 +148,15 @@ loop:
 				reports = nil
 				continue
 			}
-			switch m.Kind {
-			case report.Hello:
-				if !alive {
-					alive = true
-					watchdog.Stop()
-					s.log.Debug("guest reached user space", "after", time.Since(start))
-				}
-			case report.Ready:
-				if err := pod.MarkReady(s.podDir); err != nil {
-					s.log.Error("mark pod ready failed", "error", err)
-				}
-			case report.Exit:
-				if _, ok := s.pod.App(m.App); !ok {
-					s.log.Warn("the guest reported the exit of an unknown app; ignored", "app", m.App)
-					continue
-				}
-				if err := pod.WriteStatus(s.podDir, m.App, m.Status); err != nil {
-					s.log.Error("record exit status failed", "app", m.App, "error", err)
-				}
-				s.log.Debug("app exited", "app", m.App, "status", m.Status)
-			case report.PodExit:
-				if podStatus < 0 {
-					podStatus = m.Status
-				}
-				// The guest has nothing left to do but unmount and reboot.
-				s.log.Debug("pod finished, ending the VM", "status", m.Status, "after", time.Since(start))
-				proc.Kill()
-			}
+			st.handleReport(m, watchdog)
 		case <-watchdog.C:
-			if !alive {
-				watchdogHit = true
-				proc.Kill()
+			if !st.alive {
+				st.kill(errNoSignOfLife.Error())
 			}
-		case sig := <-sigs:
-			if stopAsked {
-				s.log.Warn("second stop signal, killing the VM", "signal", sig)
-				proc.Kill()
-				continue
-			}
-			stopAsked = true
-			s.log.Info("stopping the pod", "signal", sig)
-			if _, err := io.WriteString(conns[statusSocket], "stop\n"); err != nil {
-				proc.Kill()
-			}
-			stopTimer = time.After(gracefulStopTimeout)
-		case <-stopTimer:
-			s.log.Warn("the guest did not stop in time, killing the VM", "timeout", gracefulStopTimeout)
-			proc.Kill()
+		case sig := <-s.signals:
+			st.handleSignal(sig)
+		case <-st.stopTimer:
+			st.kill(fmt.Sprintf("the guest did not stop its apps within %s of the stop request", gracefulStopTimeout))
 		case <-proc.Done():
 			break loop
 		}
@@ -205,27 +165,128 @@ loop:
 	// QEMU closed its ends; the relays finish the output already sent.
 	waitTimeout(&relays, 5*time.Second)
 	for m := range drain(reports) {
-		if m.Kind == report.Exit {
-			if _, ok := s.pod.App(m.App); ok {
-				_ = pod.WriteStatus(s.podDir, m.App, m.Status)
-			}
-		}
-		if m.Kind == report.PodExit && podStatus < 0 {
-			podStatus = m.Status
-		}
+		st.handleReport(m, watchdog)
 	}
 
 	switch {
-	case watchdogHit:
+	case st.killReason == errNoSignOfLife.Error():
 		return 0, errNoSignOfLife
-	case podStatus >= 0:
-		s.log.Debug("pod exited", "status", podStatus, "after", time.Since(start))
-		return podStatus, nil
+	case st.forced:
+		s.log.Warn("pod stopped with --force; the apps' exit statuses are not recorded")
+		return ForcedStopExitStatus, nil
+	case st.podStatus >= 0:
+		s.log.Debug("pod exited", "status", st.podStatus, "after", time.Since(start))
+		return st.podStatus, nil
+	case st.killReason != "":
+		return 0, fmt.Errorf("pod %s: the VM was killed because %s%s", s.pod.UUID, st.killReason, console.explain(s.debug))
 	case qemuErr != nil:
 		return 0, fmt.Errorf("the VM of pod %s failed: %w%s", s.pod.UUID, qemuErr, console.explain(s.debug))
 	default:
 		return 0, fmt.Errorf("the VM of pod %s stopped before the pod reported its exit status%s", s.pod.UUID, console.explain(s.debug))
 	}
+}
+
+// attemptState is what one boot attempt learned from the guest and the
+// signals it received.
+type attemptState struct {
+	sup    *supervisor
+	proc   *qemu.Process
+	status net.Conn
+	start  time.Time
+
+	alive       bool
+	serving     bool
+	podStatus   int
+	stopPending bool
+	stopAsked   bool
+	interrupts  int
+	forced      bool
+	killReason  string
+	stopTimer   <-chan time.Time
+}
+
+func (st *attemptState) handleReport(m report.Message, watchdog *time.Timer) {
+	s := st.sup
+	switch m.Kind {
+	case report.Hello:
+		if !st.alive {
+			st.alive = true
+			watchdog.Stop()
+			s.log.Debug("guest reached user space", "after", time.Since(st.start))
+		}
+	case report.Serving:
+		st.serving = true
+		if st.stopPending {
+			st.sendStop()
+		}
+	case report.Ready:
+		if err := pod.MarkReady(s.podDir); err != nil {
+			s.log.Error("mark pod ready failed", "error", err)
+		}
+	case report.Exit:
+		if _, ok := s.pod.App(m.App); !ok {
+			s.log.Warn("the guest reported the exit of an unknown app; ignored", "app", m.App)
+			return
+		}
+		if err := pod.WriteStatus(s.podDir, m.App, m.Status); err != nil {
+			s.log.Error("record exit status failed", "app", m.App, "error", err)
+		}
+		s.log.Debug("app exited", "app", m.App, "status", m.Status)
+	case report.PodExit:
+		if st.podStatus < 0 {
+			st.podStatus = m.Status
+		}
+		// The guest has nothing left to do but unmount and reboot.
+		s.log.Debug("pod finished, ending the VM", "status", m.Status, "after", time.Since(st.start))
+		st.proc.Kill()
+	}
+}
+
+// handleSignal stops the pod. SIGTERM (rkt stop) and the first SIGINT ask
+// the guest to stop its apps; a second SIGINT kills the VM; SIGUSR1 (rkt
+// stop --force) kills it at once.
+func (st *attemptState) handleSignal(sig os.Signal) {
+	s := st.sup
+	switch sig {
+	case syscall.SIGUSR1:
+		st.forced = true
+		st.proc.Kill()
+		return
+	case syscall.SIGINT:
+		st.interrupts++
+		if st.interrupts > 1 {
+			st.kill("of a second interrupt")
+			return
+		}
+	}
+	if st.stopAsked {
+		s.log.Info("stop already requested", "signal", sig)
+		return
+	}
+	st.stopAsked = true
+	s.log.Info("stopping the pod", "signal", sig)
+	st.stopTimer = time.After(gracefulStopTimeout)
+	if !st.serving {
+		// The agent has not opened the status port yet, and the guest
+		// drops what arrives on a port nobody reads.
+		st.stopPending = true
+		return
+	}
+	st.sendStop()
+}
+
+func (st *attemptState) sendStop() {
+	st.stopPending = false
+	if _, err := io.WriteString(st.status, "stop\n"); err != nil {
+		st.kill(fmt.Sprintf("sending the stop request to the guest failed: %v", err))
+	}
+}
+
+func (st *attemptState) kill(reason string) {
+	if st.killReason == "" {
+		st.killReason = reason
+	}
+	st.proc.Kill()
 }
 
 // acceptAll waits for QEMU to connect to every listener.
@@ -260,26 +321,44 @@ func acceptAll(listeners map[string]net.Listener, names []string, qemuDone <-cha
 	return conns, nil
 }
 
-// readReports parses the guest's report lines. A line the parser rejects is
-// logged and skipped: the guest is untrusted.
+// readReports parses the guest's report lines. A line the parser rejects,
+// or one longer than report.MaxLineLength, is logged and skipped: the guest
+// is untrusted.
 func readReports(conn net.Conn, out chan<- report.Message, log *slog.Logger) {
 	defer close(out)
-	scanner := bufio.NewScanner(conn)
-	scanner.Buffer(make([]byte, 0, report.MaxLineLength+1), report.MaxLineLength+1)
+	r := bufio.NewReaderSize(conn, report.MaxLineLength+1)
 	rejected := 0
-	for scanner.Scan() {
-		m, err := report.Parse(scanner.Text())
-		if err != nil {
-			rejected++
-			if rejected <= 10 {
-				log.Warn("invalid report from the guest", "error", err)
+	reject := func(err error) {
+		rejected++
+		if rejected <= 10 {
+			log.Warn("invalid report from the guest", "error", err)
+		}
+	}
+	for {
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			reject(fmt.Errorf("report line longer than %d bytes", report.MaxLineLength))
+			// Skip the rest of the line.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = r.ReadSlice('\n')
+			}
+			if err != nil {
+				return
 			}
 			continue
 		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				log.Warn("status port closed", "error", err)
+			}
+			return
+		}
+		m, perr := report.Parse(strings.TrimSuffix(string(line), "\n"))
+		if perr != nil {
+			reject(perr)
+			continue
+		}
 		out <- m
-	}
-	if err := scanner.Err(); err != nil {
-		log.Warn("status port closed", "error", err)
 	}
 }
 
@@ -339,19 +418,51 @@ func (t *tail) Write(p []byte) (int, error) {
 
 // explain returns the last console lines as a suffix for an error message.
 // In debug mode the console already went to stderr, so it is not repeated.
+// Control characters are replaced, since the guest controls these bytes and
+// they end up on the user's terminal.
 func (t *tail) explain(debug bool) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	text := strings.TrimSpace(strings.ToValidUTF8(string(t.buf), "?"))
 	if debug {
 		return "; the guest console is above"
 	}
+	text := strings.TrimSpace(sanitize(string(t.buf)))
 	if text == "" {
 		return "; the guest console was empty (run with --debug to see the boot)"
 	}
 	lines := strings.Split(text, "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
+	const keep = 20
+	if len(lines) > keep {
+		// A kernel panic's reason comes before its call trace, which alone
+		// would fill the lines kept.
+		first := len(lines) - keep
+		for i, l := range lines {
+			if strings.Contains(l, "Kernel panic") && i < first {
+				first = i
+				break
+			}
+		}
+		lines = lines[first:]
+		if len(lines) > 2*keep {
+			lines = lines[:2*keep]
+		}
 	}
 	return "; last guest console lines:\n" + strings.Join(lines, "\n")
+}
+
+// sanitize makes guest output safe to print: valid UTF-8, with control
+// characters other than newline and tab shown as '?'.
+func sanitize(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\t':
+			return r
+		case r == '\r':
+			return -1
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			return '?'
+		}
+		return r
+	}, s)
 }

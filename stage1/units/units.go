@@ -54,6 +54,9 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		"[Service]",
 		"Type=notify",
 		"ExecStart="+init+" agent",
+		// Without the agent no status reaches the host, so the pod would
+		// never end; a reboot ends QEMU and the host reports the failure.
+		"FailureAction=reboot-force",
 		"StandardOutput=file:/dev/kmsg",
 		"StandardError=file:/dev/kmsg",
 		"TimeoutStopSec=5",

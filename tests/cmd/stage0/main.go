@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
 	"github.com/appc/spec/schema/types"
 
@@ -23,36 +25,51 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: stage0 -aci ACI [-debug] -- COMMAND [ARG...]")
 		os.Exit(2)
 	}
-	if err := run(*aci, *debug, flag.Args()); err != nil {
+	status, err := run(*aci, *debug, flag.Args())
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "stage0: %v\n", err)
 		os.Exit(1)
 	}
+	os.Exit(status)
 }
 
-func run(aci string, debug bool, command []string) error {
+// run runs the pod and returns its exit status.
+func run(aci string, debug bool, command []string) (int, error) {
 	dataDir, err := os.MkdirTemp("", "stage0-")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer os.RemoveAll(dataDir)
 	image := filepath.Join(dataDir, "images/busybox")
 	if err := stage0.BusyboxImage(image); err != nil {
-		return err
+		return 0, err
 	}
 	args := []string{"--net=none"}
 	if debug {
 		args = append(args, "--debug")
 	}
 	d := &stage0.Driver{ACI: aci, DataDir: dataDir}
-	res, err := d.Run([]stage0.App{{
+	pod, err := d.Start([]stage0.App{{
 		Name:  "demo",
 		Image: image,
 		App:   types.App{Exec: command, User: "0", Group: "0"},
 	}}, stage0.Options{Args: args, Stdout: os.Stdout, Stderr: os.Stderr})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	os.RemoveAll(dataDir)
-	os.Exit(res.ExitCode)
-	return nil
+	defer pod.Close()
+
+	// A signal stops the pod as rkt stop would; the pod is then removed.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		for range sigs {
+			_ = pod.Process().Signal(syscall.SIGTERM)
+		}
+	}()
+	res, err := pod.Wait()
+	if err != nil {
+		return 0, err
+	}
+	return res.ExitCode, nil
 }
