@@ -3,6 +3,7 @@ package tests
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -252,5 +253,27 @@ func TestBootLoop(t *testing.T) {
 		if res.ExitCode != 0 || res.Stdout != "boot-ok\n" {
 			t.Fatalf("boot %d of %d: exit status %d, stdout %q, stderr:\n%s", i+1, boots, res.ExitCode, res.Stdout, res.Stderr)
 		}
+	}
+}
+
+func TestUnrunnableExecutableReported(t *testing.T) {
+	d := newDriver(t)
+	image := t.TempDir()
+	if err := stage0.BusyboxImage(image); err != nil {
+		t.Fatal(err)
+	}
+	// Executable by mode but no program: the host's check passes and
+	// execve(2) in the guest fails with ENOEXEC.
+	if err := os.WriteFile(filepath.Join(image, "bin/garbage"), []byte("not a program\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	app := stage0.App{Name: "garbage", Image: image, App: types.App{Exec: []string{"/bin/garbage"}, User: "0", Group: "0"}}
+	res := run(t, d, []stage0.App{app}, nil)
+	if res.ExitCode != 126 {
+		t.Errorf("exit status %d, want 126", res.ExitCode)
+	}
+	want := "stage1-vm: app garbage: exec /bin/garbage: exec format error\n"
+	if res.Stderr != want {
+		t.Errorf("stderr = %q, want %q", res.Stderr, want)
 	}
 }

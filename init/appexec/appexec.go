@@ -37,10 +37,16 @@ func loadApp(name string) (guestconfig.App, error) {
 	return app, nil
 }
 
-// Exec replaces the process with the app. On failure it returns the exit
-// status to use and the error, which has already gone to the app's stderr
-// when that stream was set up.
-func Exec(name string) (int, error) {
+// Exec replaces the process with the app. On failure it writes the error to
+// stderr, which is the app's stderr once that stream is set up and the
+// kernel log before, and returns the exit status to use.
+func Exec(name string) int {
+	status, err := execApp(name)
+	fmt.Fprintf(os.Stderr, "stage1-vm: app %s: %v\n", name, err)
+	return status
+}
+
+func execApp(name string) (int, error) {
 	app, err := loadApp(name)
 	if err != nil {
 		return 1, err
@@ -51,9 +57,7 @@ func Exec(name string) (int, error) {
 	if err := connectStream("stderr", name, 2); err != nil {
 		return 1, err
 	}
-	status, err := enterAndExec(app)
-	fmt.Fprintf(os.Stderr, "stage1-vm: app %s: %v\n", name, err)
-	return status, err
+	return enterAndExec(app)
 }
 
 func enterAndExec(app guestconfig.App) (int, error) {

@@ -31,11 +31,7 @@ func main() {
 			os.Exit(1)
 		}
 	case cmd == "app-exec" && len(os.Args) == 3:
-		status, err := appexec.Exec(os.Args[2])
-		if err != nil {
-			log.Error("app failed to start", "app", os.Args[2], "error", err)
-		}
-		os.Exit(status)
+		os.Exit(appexec.Exec(os.Args[2]))
 	case cmd == "app-exited" && len(os.Args) == 3:
 		if err := appexec.Exited(os.Args[2]); err != nil {
 			log.Error("report exit failed", "app", os.Args[2], "error", err)
