@@ -116,7 +116,8 @@ func Run() error {
 	return nil
 }
 
-// sendHello tells the host's boot watchdog that the guest reached user space.
+// sendHello sends the host's boot watchdog its sign of life: the guest
+// reached user space.
 func sendHello() error {
 	port, err := ports.Open(guestconfig.StatusPort, os.O_WRONLY)
 	if err != nil {

@@ -44,10 +44,11 @@ func GC(args []string) error {
 	return nil
 }
 
-// Stop makes the pod end: gracefully by default, the run entrypoint asking
-// the guest to stop its apps (SIGTERM); at once with --force (SIGUSR1), the
-// run entrypoint killing QEMU. Without a live run entrypoint, --force kills
-// a QEMU left behind. Arguments: [--force] <uuid>.
+// Stop makes the pod end. By default it sends the run entrypoint SIGTERM,
+// and the run entrypoint asks the guest to stop its apps. With --force it
+// sends SIGUSR1, and the run entrypoint kills QEMU at once; without a live
+// run entrypoint, --force kills a QEMU left behind.
+// Arguments: [--force] <uuid>.
 func Stop(args []string) error {
 	fs := flag.NewFlagSet("stop", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)

@@ -20,7 +20,7 @@ import (
 // is read: the file is image content, so it may be anything.
 const maxAccountFileSize = 4 << 20
 
-// account is what an app's user resolves to.
+// account is the uid, name, home and shell that an app's user resolves to.
 type account struct {
 	uid   uint32
 	name  string

@@ -7,7 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// KVMUsable reports whether /dev/kvm can be opened and answers
+// KVMUsable reports whether /dev/kvm can be opened and responds to
 // KVM_GET_API_VERSION. A usable device does not prove that guests run: on
 // hosts without working nested virtualization they hang after the BIOS,
 // which only the boot watchdog catches.

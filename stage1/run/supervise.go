@@ -186,8 +186,8 @@ loop:
 	}
 }
 
-// attemptState is what one boot attempt learned from the guest and the
-// signals it received.
+// attemptState holds the guest's reports and the stop requests of one boot
+// attempt.
 type attemptState struct {
 	sup    *supervisor
 	proc   *qemu.Process
@@ -243,8 +243,8 @@ func (st *attemptState) handleReport(m report.Message, watchdog *time.Timer) {
 }
 
 // handleSignal stops the pod. SIGTERM (rkt stop) and the first SIGINT ask
-// the guest to stop its apps; a second SIGINT kills the VM; SIGUSR1 (rkt
-// stop --force) kills it at once.
+// the guest to stop its apps. A second SIGINT kills the VM, and so does
+// SIGUSR1 (rkt stop --force).
 func (st *attemptState) handleSignal(sig os.Signal) {
 	s := st.sup
 	switch sig {
