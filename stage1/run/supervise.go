@@ -168,6 +168,10 @@ loop:
 	}
 
 	switch {
+	case st.killReason == errNoSignOfLife.Error() && st.stopAsked:
+		// A stop during a boot that never finished must not lead to
+		// booting again under TCG.
+		return 0, fmt.Errorf("pod %s was stopped while its guest was booting, and the guest showed no sign of life within %s", s.pod.UUID, bootTimeout)
 	case st.killReason == errNoSignOfLife.Error():
 		return 0, errNoSignOfLife
 	case st.forced:
