@@ -44,6 +44,13 @@ make -s olddefconfig 2>&1 | grep -v 'changes choice state' || true
 # option gives a kernel that boots but lacks a feature.
 missing=0
 while IFS= read -r line; do
+	if [[ $line =~ ^(CONFIG_[A-Z0-9_]+)=n$ ]]; then
+		if grep -q "^${BASH_REMATCH[1]}=" .config; then
+			echo "kernel: option enabled although the fragment disables it: $line" >&2
+			missing=1
+		fi
+		continue
+	fi
 	[[ $line =~ ^CONFIG_[A-Z0-9_]+=y$ ]] || continue
 	if ! grep -qx "$line" .config; then
 		echo "kernel: option dropped by olddefconfig: $line" >&2

@@ -277,3 +277,14 @@ func TestUnrunnableExecutableReported(t *testing.T) {
 		t.Errorf("stderr = %q, want %q", res.Stderr, want)
 	}
 }
+
+func TestNetNoneLoopbackOnly(t *testing.T) {
+	d := newDriver(t)
+	script := `ls /sys/class/net; ifconfig lo | grep -o 'inet addr:127.0.0.1'; ifconfig lo | grep -o UP
+nc -l -p 8080 > /tmp/received & sleep 0.5; echo over-loopback | nc 127.0.0.1 8080; sleep 0.5; cat /tmp/received`
+	res := run(t, d, []stage0.App{busyboxApp(t, "net", "/bin/sh", "-c", script)}, nil)
+	want := "lo\ninet addr:127.0.0.1\nUP\nover-loopback\n"
+	if res.Stdout != want {
+		t.Errorf("stdout = %q, want %q; stderr:\n%s", res.Stdout, want, res.Stderr)
+	}
+}
