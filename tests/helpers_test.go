@@ -120,3 +120,12 @@ func run(t *testing.T, d *stage0.Driver, apps []stage0.App, args []string) *stag
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestMain removes the test images after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if imagesDir != "" {
+		os.RemoveAll(imagesDir)
+	}
+	os.Exit(code)
+}
