@@ -101,3 +101,26 @@ echo via-dev-stderr > /dev/stderr
 		t.Errorf("stderr = %q, want via-dev-stderr", res.Stderr)
 	}
 }
+
+func TestHostnameAndHosts(t *testing.T) {
+	d := newDriver(t)
+	withHosts := filepath.Join(t.TempDir(), "image")
+	if err := stage0.BusyboxImage(withHosts); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(withHosts, "etc/hosts"), []byte("10.1.2.3 from-image\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apps := []stage0.App{
+		busyboxApp(t, "generated", "/bin/sh", "-c", "uname -n; cat /etc/hosts"),
+		{Name: "kept", Image: withHosts, App: types.App{Exec: []string{"/bin/sh", "-c", "sleep 1; cat /etc/hosts"}, User: "0", Group: "0"}},
+	}
+	res := run(t, d, apps, []string{"--net=none", "--hostname=web-1"})
+	if res.ExitCode != 0 {
+		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	want := "web-1\n127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\tweb-1\n10.1.2.3 from-image\n"
+	if res.Stdout != want {
+		t.Errorf("stdout = %q, want %q", res.Stdout, want)
+	}
+}

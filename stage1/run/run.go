@@ -132,6 +132,12 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		return 0, err
 	}
 
+	for _, app := range cfg.Apps {
+		if err := pod.WriteHosts(podDir, app.Name, cfg.Hostname); err != nil {
+			return 0, err
+		}
+	}
+
 	// Step 3: write the config share.
 	runtimeDir := filepath.Join(podDir, pod.RuntimeDir)
 	if err := os.RemoveAll(runtimeDir); err != nil {
