@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/appc/spec/schema/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/stage1-vm/stage1-vm/stage1/qemu"
 )
@@ -159,10 +160,10 @@ func lockFD() (*os.File, error) {
 	if err != nil || fd < 0 {
 		return nil, fmt.Errorf("invalid RKT_LOCK_FD=%q: expected a file descriptor number", v)
 	}
-	var st syscallStat
-	if err := fstat(fd, &st); err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("RKT_LOCK_FD=%d is not an open file descriptor: %w", fd, err)
 	}
-	closeOnExec(fd)
+	unix.CloseOnExec(fd)
 	return os.NewFile(uintptr(fd), "pod-lock"), nil
 }
