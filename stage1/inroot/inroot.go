@@ -18,13 +18,21 @@ func Open(root, path string, flags int) (*os.File, error) {
 		return nil, fmt.Errorf("open root %s: %w", root, err)
 	}
 	defer unix.Close(rootFD)
+	return openAt(rootFD, root, path, flags)
+}
 
+// OpenAt is Open with the root given as an open directory.
+func OpenAt(root *os.File, path string, flags int) (*os.File, error) {
+	return openAt(int(root.Fd()), root.Name(), path, flags)
+}
+
+func openAt(rootFD int, rootName, path string, flags int) (*os.File, error) {
 	fd, err := unix.Openat2(rootFD, path, &unix.OpenHow{
 		Flags:   uint64(flags | unix.O_CLOEXEC),
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path + " in " + root, Err: err}
+		return nil, &os.PathError{Op: "open", Path: path + " in " + rootName, Err: err}
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stage1-vm/stage1-vm/stage1/inroot"
 )
 
 // WriteHosts gives an app whose image has no /etc/hosts one that maps
@@ -21,19 +23,19 @@ func WriteHosts(podDir, app, hostname string) error {
 	}
 	defer root.Close()
 
-	etc, err := openInRoot(root, "etc", unix.O_PATH|unix.O_DIRECTORY)
+	etc, err := inroot.OpenAt(root, "etc", unix.O_PATH|unix.O_DIRECTORY)
 	if errors.Is(err, unix.ENOENT) {
 		if err := unix.Mkdirat(int(root.Fd()), "etc", 0o755); err != nil {
 			return fmt.Errorf("app %s: create /etc: %w", app, err)
 		}
-		etc, err = openInRoot(root, "etc", unix.O_PATH|unix.O_DIRECTORY)
+		etc, err = inroot.OpenAt(root, "etc", unix.O_PATH|unix.O_DIRECTORY)
 	}
 	if err != nil {
 		return fmt.Errorf("app %s: open /etc in the image: %w", app, err)
 	}
 	defer etc.Close()
 
-	if _, err := openInRoot(root, "etc/hosts", unix.O_PATH); err == nil {
+	if _, err := inroot.OpenAt(root, "etc/hosts", unix.O_PATH); err == nil {
 		return nil
 	}
 	fd, err := unix.Openat(int(etc.Fd()), "hosts", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
@@ -53,15 +55,4 @@ func WriteHosts(podDir, app, hostname string) error {
 		return fmt.Errorf("app %s: write /etc/hosts: %w", app, err)
 	}
 	return nil
-}
-
-func openInRoot(root *os.File, path string, flags int) (*os.File, error) {
-	fd, err := unix.Openat2(int(root.Fd()), path, &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), path), nil
 }
