@@ -76,8 +76,10 @@ func (s *supervisor) boot(vm *qemu.VM, settings VMSettings) (int, error) {
 
 // attempt boots the VM once and supervises it until QEMU exits.
 func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error) {
-	if args, err := vm.Args(); err == nil {
-		s.log.Debug("starting VM", "accelerator", vm.Accel, "bootTimeout", bootTimeout, "qemuArgs", strings.Join(args, " "))
+	if s.debug {
+		if args, err := vm.Args(); err == nil {
+			s.log.Debug("starting VM", "accelerator", vm.Accel, "bootTimeout", bootTimeout, "qemuArgs", strings.Join(args, " "))
+		}
 	}
 	names := []string{consoleSocket, statusSocket, stdoutSocket, stderrSocket}
 	listeners := map[string]net.Listener{}
@@ -291,4 +293,3 @@ func (st *attemptState) kill(reason string) {
 	}
 	st.proc.Kill()
 }
-
