@@ -4,11 +4,13 @@ package tartree
 
 import (
 	"archive/tar"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -77,4 +79,34 @@ func AddEntry(tw *tar.Writer, path, name string, mtime time.Time) error {
 	defer in.Close()
 	_, err = io.Copy(tw, in)
 	return err
+}
+
+// ExtractEntry writes the entry hdr, whose content tr is at, to path. It
+// handles folders, regular files and symlinks, which are all that image
+// trees written by AddTree contain, and rejects a name with "..".
+func ExtractEntry(tr *tar.Reader, hdr *tar.Header, path string) error {
+	if strings.Contains(hdr.Name, "..") {
+		return fmt.Errorf("invalid entry name %q", hdr.Name)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	mode := os.FileMode(hdr.Mode) & os.ModePerm
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		return os.MkdirAll(path, mode)
+	case tar.TypeSymlink:
+		return os.Symlink(hdr.Linkname, path)
+	case tar.TypeReg:
+		out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, tr); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	}
+	return fmt.Errorf("unsupported type %q of entry %q", hdr.Typeflag, hdr.Name)
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/appc/spec/schema"
 	"github.com/appc/spec/schema/types"
 	"golang.org/x/sys/unix"
+
+	"github.com/stage1-vm/stage1-vm/internal/tartree"
 )
 
 // Driver runs pods with one stage1 image under DataDir, which plays the
@@ -334,34 +336,8 @@ func extract(aciPath, dir string) error {
 		if err != nil {
 			return err
 		}
-		if strings.Contains(hdr.Name, "..") {
-			return fmt.Errorf("invalid entry %q in %s", hdr.Name, aciPath)
-		}
-		path := filepath.Join(dir, hdr.Name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
-		}
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(path, os.FileMode(hdr.Mode)&os.ModePerm); err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			if err := os.Symlink(hdr.Linkname, path); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, os.FileMode(hdr.Mode)&os.ModePerm)
-			if err != nil {
-				return err
-			}
-			if _, err := io.Copy(out, tr); err != nil {
-				out.Close()
-				return err
-			}
-			if err := out.Close(); err != nil {
-				return err
-			}
+		if err := tartree.ExtractEntry(tr, hdr, filepath.Join(dir, hdr.Name)); err != nil {
+			return fmt.Errorf("extract %s: %w", aciPath, err)
 		}
 	}
 }

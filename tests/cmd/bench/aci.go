@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/stage1-vm/stage1-vm/internal/tartree"
 )
 
 // Paths inside the stage1 ACI.
@@ -94,7 +96,7 @@ func scanACI(aciPath, qemuDir, kernelPath string) (imageSizes, error) {
 			target = filepath.Join(qemuDir, rel)
 		}
 		if target != "" {
-			if err := extractEntry(tr, hdr, target); err != nil {
+			if err := tartree.ExtractEntry(tr, hdr, target); err != nil {
 				return sizes, fmt.Errorf("extract %s from %s: %w", name, aciPath, err)
 			}
 		}
@@ -122,35 +124,6 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
-}
-
-// extractEntry writes one tar entry of the QEMU bundle or the kernel, which
-// are only folders, regular files and symbolic links.
-func extractEntry(tr *tar.Reader, hdr *tar.Header, path string) error {
-	if strings.Contains(hdr.Name, "..") {
-		return fmt.Errorf("invalid entry name %q", hdr.Name)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	mode := os.FileMode(hdr.Mode) & os.ModePerm
-	switch hdr.Typeflag {
-	case tar.TypeDir:
-		return os.MkdirAll(path, mode)
-	case tar.TypeSymlink:
-		return os.Symlink(hdr.Linkname, path)
-	case tar.TypeReg:
-		out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, tr); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	}
-	return fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
 }
 
 // checkSameFile returns an error unless the two files have the same content.
