@@ -81,16 +81,14 @@ func Stop(args []string) error {
 // file, after checking that the process is the run entrypoint of this pod:
 // its last argument is the pod's UUID.
 func supervisorPID(uuid string) (int, error) {
-	data, err := os.ReadFile(pod.PIDFile)
-	if err != nil {
+	pid, cmdline, err := readPIDFile(pod.PIDFile)
+	if errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("pod %s is not running: %w", uuid, err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 1 {
-		return 0, fmt.Errorf("invalid pid file of pod %s: %q", uuid, data)
+	if err != nil {
+		return 0, fmt.Errorf("pod %s: %w", uuid, err)
 	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.HasSuffix(cmdline, []byte("\x00"+uuid+"\x00")) {
+	if !bytes.HasSuffix(cmdline, []byte("\x00"+uuid+"\x00")) {
 		return 0, fmt.Errorf("pod %s is not running: its run entrypoint (pid %d) has exited", uuid, pid)
 	}
 	return pid, nil
@@ -111,20 +109,12 @@ func podUUID(args []string) (string, error) {
 // not trusted: the process must carry the pod's UUID on its command line,
 // so a reused pid is never signalled.
 func killQEMU(uuid string, sig unix.Signal) error {
-	data, err := os.ReadFile(filepath.Join(pod.RuntimeDir, "qemu.pid"))
+	pid, cmdline, err := readPIDFile(filepath.Join(pod.RuntimeDir, "qemu.pid"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("read QEMU pid of pod %s: %w", uuid, err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("invalid QEMU pid file of pod %s: %q", uuid, data)
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return nil
+		return fmt.Errorf("QEMU of pod %s: %w", uuid, err)
 	}
 	if !bytes.Contains(cmdline, []byte("\x00-uuid\x00"+uuid+"\x00")) {
 		return nil
@@ -139,4 +129,20 @@ func killQEMU(uuid string, sig unix.Signal) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("QEMU of pod %s (pid %d) did not exit after %s", uuid, pid, sig)
+}
+
+// readPIDFile reads a pid file and the command line of its process. The
+// command line is empty when the process is gone; the error wraps
+// os.ErrNotExist when the file is missing.
+func readPIDFile(path string) (int, []byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, nil, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return 0, nil, fmt.Errorf("invalid pid file %s: %q", path, data)
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return pid, cmdline, nil
 }
