@@ -4,10 +4,10 @@
 //
 // The pod ends when the first app fails (its status becomes the pod's) or
 // when every app has exited with 0. The agent then signals systemd to
-// reboot, which stops the remaining apps. systemd stops the agent after them; the
-// agent flushes the guest's writes to the shares and reports the pod's
-// status, and the host then ends QEMU without waiting for the rest of the
-// shutdown. Were the host gone, the reboot would end QEMU anyway, because
+// reboot, which stops the remaining apps. systemd stops the agent after
+// them. The agent then flushes the guest's writes to the shares and reports
+// the pod's status, and the host ends QEMU without waiting for the rest of
+// the shutdown. Were the host gone, the reboot would end QEMU anyway, because
 // QEMU runs with -no-reboot.
 package agent
 

@@ -144,9 +144,9 @@ func mountApp(app guestconfig.App) error {
 	if err := doMount(mount{app.MountTag, rootfs, "9p", flags, ninepOptions}); err != nil {
 		return err
 	}
-	// The targets are created inside the guest's view of the rootfs, and the
-	// guest resolves them; a symlink in the image can only lead elsewhere in
-	// the guest, never to the host.
+	// The guest creates and resolves these targets in its own view of the
+	// rootfs. A symlink in the image can only lead elsewhere in the guest,
+	// never to the host.
 	for _, m := range []mount{
 		{"proc", "proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 		{"sysfs", "sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY, ""},
@@ -237,9 +237,9 @@ func loopbackUp() error {
 	return nil
 }
 
-// Fail reports a boot error on the console and reboots, which ends QEMU
-// (it runs with -no-reboot), so the host sees the VM exit without a pod
-// status and reports the console's last lines.
+// Fail reports a boot error on the console and reboots. The reboot ends
+// QEMU, which runs with -no-reboot, and the host then reports the VM's exit
+// without a pod status, with the console's last lines.
 func Fail(err error) {
 	fmt.Fprintf(os.Stderr, "stage1-vm-init: boot failed: %v\n", err)
 	unix.Sync()

@@ -107,7 +107,7 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 
 // drainOnError writes to w until a write fails, then discards. A relay
 // must keep reading whatever happens to rkt's stdout (a closed pipe, a full
-// disk): a guest port that nobody reads blocks the apps writing to it.
+// disk): a guest port without a reader blocks the apps writing to it.
 type drainOnError struct {
 	w      io.Writer
 	failed bool

@@ -273,7 +273,7 @@ func (st *attemptState) handleSignal(sig os.Signal) {
 	st.stopTimer = time.After(gracefulStopTimeout)
 	if !st.serving {
 		// The agent has not opened the status port yet, and the guest
-		// drops what arrives on a port nobody reads.
+		// drops what arrives on a port that no process has open.
 		st.stopPending = true
 		return
 	}

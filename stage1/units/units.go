@@ -4,8 +4,8 @@
 // guest's ports, then one service an app, then stage1-vm-ready.service,
 // which reports to the host that every app has started. Each app service runs the
 // guest binary's app-exec command, which enters the app's rootfs and execs
-// the app; its ExecStopPost reports the exit status to the agent, and the
-// agent decides when the pod ends.
+// the app. Its ExecStopPost reports the exit status to the agent, which
+// decides when the pod ends.
 package units
 
 import (
