@@ -126,7 +126,7 @@ func addQEMU(o options, dir string) error {
 // minimal /etc. The guest mounts it read-only.
 func addGuest(o options, guest string) error {
 	for _, d := range []string{"usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "tmp", "etc", "root", "var",
-		"stage1-vm/bin", "stage1-vm/config", "stage1-vm/apps", "usr/lib/systemd/system", "etc/systemd"} {
+		"stage1-vm/bin", "stage1-vm/config", "stage1-vm/apps", "stage1-vm/volumes", "usr/lib/systemd/system", "etc/systemd"} {
 		if err := os.MkdirAll(filepath.Join(guest, d), 0o755); err != nil {
 			return err
 		}

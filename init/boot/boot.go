@@ -13,6 +13,7 @@ import (
 
 	"github.com/stage1-vm/stage1-vm/init/ports"
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+	"github.com/stage1-vm/stage1-vm/internal/inroot"
 	"github.com/stage1-vm/stage1-vm/internal/report"
 )
 
@@ -23,6 +24,10 @@ const Systemd = "/lib/systemd/systemd"
 // msize halved the start time of a pod against cache=none on a 2-core TCG
 // host; each share is written by one guest only.
 const ninepOptions = "trans=virtio,version=9p2000.L,msize=262144,cache=loose"
+
+// volumeOptions mounts the volume share, which the host can change at any
+// time, without a page cache except for mmap.
+const volumeOptions = "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
 
 type mount struct {
 	source, target, fstype string
@@ -81,6 +86,12 @@ func Run() error {
 		return err
 	}
 
+	if pod.Volumes {
+		// No page cache for volumes: the host and other pods may change them.
+		if err := doMount(mount{guestconfig.VolumesTag, guestconfig.GuestVolumesDir, "9p", unix.MS_NOSUID | unix.MS_NODEV, volumeOptions}); err != nil {
+			return err
+		}
+	}
 	if err := doMount(mount{"tmpfs", guestconfig.GuestAppsDir, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}); err != nil {
 		return err
 	}
@@ -160,6 +171,53 @@ func mountApp(app guestconfig.App) error {
 		if err := doMount(m); err != nil {
 			return err
 		}
+	}
+	return mountVolumes(rootfs, app.Mounts)
+}
+
+// mountVolumes binds the app's volumes from the volume share onto their
+// targets, which are resolved and created inside the app's rootfs.
+func mountVolumes(rootfs string, mounts []guestconfig.Mount) error {
+	if len(mounts) == 0 {
+		return nil
+	}
+	root, err := os.Open(rootfs)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, m := range mounts {
+		if err := mountVolume(root, m); err != nil {
+			return fmt.Errorf("volume %s at %s: %w", m.View, m.Target, err)
+		}
+	}
+	return nil
+}
+
+func mountVolume(root *os.File, m guestconfig.Mount) error {
+	target, err := inroot.MakeTarget(root, m.Target, !m.File)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	// A detached copy of the view, made read-only before it is attached
+	// when the mount asks for it. It then goes on the file the target
+	// resolved to, never on a path that the image's symlinks could redirect.
+	source := filepath.Join(guestconfig.GuestVolumesDir, m.View)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("clone %s: %w", source, err)
+	}
+	defer unix.Close(tree)
+	if m.ReadOnly {
+		// The host enforces it for the view; this makes the errors plain.
+		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
+			return fmt.Errorf("make %s read-only: %w", source, err)
+		}
+	}
+	if err := unix.MoveMount(tree, "", int(target.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach %s: %w", source, err)
 	}
 	return nil
 }

@@ -24,6 +24,8 @@ const (
 	ConfigTag = "stage1-vm-config"
 	// SystemTag is the 9p mount tag of the read-only guest system (the root).
 	SystemTag = "stage1-vm-system"
+	// VolumesTag is the 9p mount tag of the share that holds every volume.
+	VolumesTag = "stage1-vm-volumes"
 
 	// StatusPort carries guest-to-host reports: sign of life, ready, exit statuses.
 	StatusPort = "org.stage1-vm.status"
@@ -33,6 +35,8 @@ const (
 
 	// GuestConfigDir is where the guest mounts the config share.
 	GuestConfigDir = "/stage1-vm/config"
+	// GuestVolumesDir is where the guest mounts the volume share.
+	GuestVolumesDir = "/stage1-vm/volumes"
 	// GuestAppsDir is where the guest mounts each app's rootfs, as GuestAppsDir/<app>/rootfs.
 	GuestAppsDir = "/stage1-vm/apps"
 	// GuestRunDir holds the guest's runtime sockets, in guest RAM.
@@ -49,8 +53,23 @@ type Pod struct {
 	Hostname string `json:"hostname"`
 	// Debug makes the guest log to the console.
 	Debug bool `json:"debug"`
+	// Volumes is set when the host exports the volume share.
+	Volumes bool `json:"volumes,omitempty"`
 	// Apps are started in this order.
 	Apps []App `json:"apps"`
+}
+
+// Mount is a volume mounted into an app's rootfs.
+type Mount struct {
+	// View is the volume's path inside the volume share, "rw/<volume>" or
+	// "ro/<volume>". The host enforces a read-only view.
+	View string `json:"view"`
+	// Target is an absolute path inside the app's rootfs, resolved there.
+	Target string `json:"target"`
+	// ReadOnly mounts the view read-only in the guest too.
+	ReadOnly bool `json:"readOnly,omitempty"`
+	// File is set when the volume is a single file.
+	File bool `json:"file,omitempty"`
 }
 
 // App is one app of the pod as the guest runs it.
@@ -71,6 +90,8 @@ type App struct {
 	UID               uint32   `json:"uid"`
 	GID               uint32   `json:"gid"`
 	SupplementaryGIDs []uint32 `json:"supplementaryGIDs,omitempty"`
+	// Mounts are made in this order, parents first.
+	Mounts []Mount `json:"mounts,omitempty"`
 }
 
 // RootfsPath returns where the guest mounts the app's rootfs.

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
-	"github.com/stage1-vm/stage1-vm/stage1/inroot"
+	"github.com/stage1-vm/stage1-vm/internal/inroot"
 )
 
 // DefaultPath is the PATH the appc specification gives apps that set none.
@@ -28,12 +28,19 @@ type Options struct {
 // GuestConfig converts the pod manifest into the guest's configuration and
 // checks each app against its rootfs in podDir. Every error names the app
 // and the value at fault.
-func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestconfig.Pod, error) {
+func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestconfig.Pod, *Volumes, error) {
 	if err := ValidateHostname(opts.Hostname); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkSupported(podDir, pm); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	mounts, plan, err := resolveMounts(podDir, pm)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(plan.views) > 0 && len(pm.Apps) > MaxApps-1 {
+		return nil, nil, fmt.Errorf("the pod has %d apps and volumes; a pod VM with volumes runs at most %d apps", len(pm.Apps), MaxApps-1)
 	}
 	cfg := &guestconfig.Pod{
 		UUID:     opts.UUID,
@@ -43,24 +50,26 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 	for i, ra := range pm.Apps {
 		name := ra.Name.String()
 		if ra.App == nil {
-			return nil, fmt.Errorf("app %s: the pod manifest has no app section; rkt fills it from the image manifest", name)
+			return nil, nil, fmt.Errorf("app %s: the pod manifest has no app section; rkt fills it from the image manifest", name)
 		}
 		app, err := guestApp(podDir, name, ra.App.Exec, ra.App.Environment, ra.App.WorkingDirectory, ra.App.User, ra.App.Group, ra.App.SupplementaryGIDs)
 		if err != nil {
-			return nil, fmt.Errorf("app %s: %w", name, err)
+			return nil, nil, fmt.Errorf("app %s: %w", name, err)
 		}
+		app.Mounts = mounts[name]
 		app.MountTag = fmt.Sprintf("app%d", i)
 		if ra.ReadOnlyRootFS {
 			// The guest cannot create the mount points of the API file
 			// systems in a read-only export, so the host does.
 			if err := makeMountPoints(filepath.Join(podDir, AppRootfs(name))); err != nil {
-				return nil, fmt.Errorf("app %s: %w", name, err)
+				return nil, nil, fmt.Errorf("app %s: %w", name, err)
 			}
 			app.ReadOnlyRootfs = true
 		}
 		cfg.Apps = append(cfg.Apps, app)
 	}
-	return cfg, nil
+	cfg.Volumes = len(plan.views) > 0
+	return cfg, &Volumes{plan: plan}, nil
 }
 
 func guestApp(podDir, name string, exec []string, env types.Environment, workDir, user, group string, gids []int) (guestconfig.App, error) {

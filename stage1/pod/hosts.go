@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/stage1-vm/stage1-vm/stage1/inroot"
+	"github.com/stage1-vm/stage1-vm/internal/inroot"
 )
 
 // WriteHosts gives an app whose image has no /etc/hosts one that maps

@@ -14,6 +14,7 @@ import (
 // MaxApps is the most apps a pod can have. The microvm machine has 24
 // interrupt lines for virtio-mmio devices, and besides one 9p share an app
 // the VM needs the serial ports, the system and config shares and an RNG.
+// A pod with volumes needs one more line for the volume share.
 const MaxApps = 20
 
 // maxAppNameLength keeps "app-<name>.service" within the 255 bytes that a
@@ -26,9 +27,6 @@ const maxAppNameLength = 200
 func checkSupported(podDir string, pm *schema.PodManifest) error {
 	if len(pm.Apps) > MaxApps {
 		return fmt.Errorf("the pod has %d apps; a pod VM runs at most %d", len(pm.Apps), MaxApps)
-	}
-	if len(pm.Volumes) > 0 {
-		return fmt.Errorf("volume %q: volumes are not supported yet", pm.Volumes[0].Name)
 	}
 	if len(pm.Isolators) > 0 {
 		return fmt.Errorf("pod isolator %q: isolators are not supported yet", pm.Isolators[0].Name)
@@ -50,15 +48,9 @@ func checkApp(ra schema.RuntimeApp) error {
 	if len(ra.Name) > maxAppNameLength {
 		return fmt.Errorf("the name has %d characters; at most %d are supported", len(ra.Name), maxAppNameLength)
 	}
-	if len(ra.Mounts) > 0 {
-		return fmt.Errorf("mount of volume %q at %s: volumes are not supported yet", ra.Mounts[0].Volume, ra.Mounts[0].Path)
-	}
 	app := ra.App
 	if app == nil {
 		return nil
-	}
-	if len(app.MountPoints) > 0 {
-		return fmt.Errorf("mount point %q: volumes are not supported yet", app.MountPoints[0].Name)
 	}
 	if len(app.Isolators) > 0 {
 		return fmt.Errorf("isolator %q: isolators are not supported yet", app.Isolators[0].Name)

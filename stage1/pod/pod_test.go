@@ -45,7 +45,7 @@ func TestGuestConfigSingleApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	podDir := makePodDir(t, "busybox-probe")
-	cfg, err := GuestConfig(podDir, pm, Options{UUID: testUUID, Hostname: "rkt-" + testUUID})
+	cfg, _, err := GuestConfig(podDir, pm, Options{UUID: testUUID, Hostname: "rkt-" + testUUID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestGuestConfigRejectsUnsupportedFixture(t *testing.T) {
 	for _, a := range pm.Apps {
 		names = append(names, a.Name.String())
 	}
-	_, err = GuestConfig(makePodDir(t, names...), pm, Options{UUID: testUUID, Hostname: "h"})
+	_, _, err = GuestConfig(makePodDir(t, names...), pm, Options{UUID: testUUID, Hostname: "h"})
 	if err == nil || !strings.Contains(err.Error(), "not supported yet") {
 		t.Errorf("GuestConfig error = %v, want a not supported yet error", err)
 	}
@@ -94,7 +94,7 @@ func TestGuestConfigTwoApps(t *testing.T) {
 		t.Fatal(err)
 	}
 	podDir := makePodDir(t, "a", "b")
-	cfg, err := GuestConfig(podDir, pm, Options{UUID: testUUID, Hostname: "h"})
+	cfg, _, err := GuestConfig(podDir, pm, Options{UUID: testUUID, Hostname: "h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestEnvManifestOverridesDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := GuestConfig(makePodDir(t, "a"), pm, Options{UUID: testUUID, Hostname: "h"})
+	cfg, _, err := GuestConfig(makePodDir(t, "a"), pm, Options{UUID: testUUID, Hostname: "h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,6 @@ func TestGuestConfigRejects(t *testing.T) {
 		{"NUL in env", app(`{"exec":["/bin/sh"],"user":"0","group":"0","environment":[{"name":"X","value":"a\u0000"}]}`), "X contains a NUL byte"},
 		{"isolator", app(`{"exec":["/bin/sh"],"user":"0","group":"0","isolators":[{"name":"resource/memory","value":{"limit":"4M"}}]}`), `isolator "resource/memory"`},
 		{"event handler", app(`{"exec":["/bin/sh"],"user":"0","group":"0","eventHandlers":[{"name":"pre-start","exec":["/bin/true"]}]}`), `event handler "pre-start"`},
-		{"mount point", app(`{"exec":["/bin/sh"],"user":"0","group":"0","mountPoints":[{"name":"data","path":"/data"}]}`), `mount point "data"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -171,7 +170,7 @@ func TestGuestConfigRejects(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = GuestConfig(podDir, pm, Options{UUID: testUUID, Hostname: "h"})
+			_, _, err = GuestConfig(podDir, pm, Options{UUID: testUUID, Hostname: "h"})
 			if err == nil || !strings.Contains(err.Error(), c.wantInError) {
 				t.Errorf("GuestConfig error = %v, want it to contain %q", err, c.wantInError)
 			}
@@ -213,10 +212,7 @@ func TestCheckSupportedPod(t *testing.T) {
 		dnsFile        bool
 	}{
 		"too many apps": {`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[` + strings.Join(many, ",") + `]}`, "21 apps; a pod VM runs at most 20", false},
-		"volume": {`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a",` + id + `}],
-			"volumes":[{"name":"data","kind":"empty"}]}`, `volume "data"`, false},
-		"mount": {`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a",` + id + `,"mounts":[{"volume":"data","path":"/data"}]}]}`, `mount of volume "data"`, false},
-		"dns":   {`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a",` + id + `}]}`, "rkt-resolv.conf", true},
+		"dns":           {`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a",` + id + `}]}`, "rkt-resolv.conf", true},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

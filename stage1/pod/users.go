@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/stage1-vm/stage1-vm/stage1/inroot"
+	"github.com/stage1-vm/stage1-vm/internal/inroot"
 )
 
 // maxAccountFileSize bounds how much of an image's /etc/passwd or /etc/group

@@ -70,6 +70,9 @@ type VM struct {
 	// PIDFile is the file QEMU writes its pid to, which gc reads after a crash.
 	PIDFile string
 	Devices []govmm.Device
+	// Prepare, when set, runs on the thread that starts QEMU, just before.
+	// It may change that thread's namespaces: the thread is never reused.
+	Prepare func() error
 }
 
 // Args returns QEMU's arguments, after the binary. The device order is the
@@ -138,10 +141,12 @@ func (vm *VM) Args() ([]string, error) {
 
 // Process is a running QEMU.
 type Process struct {
-	done   chan struct{}
-	err    error
-	stderr string
-	cancel context.CancelFunc
+	done chan struct{}
+	err  error
+	// prepareErr is the error of VM.Prepare; QEMU did not start.
+	prepareErr error
+	stderr     string
+	cancel     context.CancelFunc
 }
 
 // Start launches QEMU through govmm and returns at once. Cancelling ctx or
@@ -167,8 +172,16 @@ func (vm *VM) Start(ctx context.Context) (*Process, error) {
 	go func() {
 		// Pdeathsig is tied to the thread that forked QEMU, so that thread
 		// must live as long as QEMU does.
+		// The thread is never unlocked, so Go discards it with the
+		// namespaces Prepare may have given it when the goroutine ends.
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		if vm.Prepare != nil {
+			if err := vm.Prepare(); err != nil {
+				p.prepareErr = err
+				close(p.done)
+				return
+			}
+		}
 		// A process group of its own keeps a terminal's Ctrl-C away from
 		// QEMU, so that the supervisor can stop the apps gracefully.
 		attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
@@ -188,6 +201,9 @@ func (p *Process) Kill() { p.cancel() }
 func (p *Process) Wait() error {
 	<-p.done
 	p.cancel()
+	if p.prepareErr != nil {
+		return p.prepareErr
+	}
 	if p.err != nil {
 		msg := strings.TrimSpace(p.stderr)
 		var exitErr interface{ ExitCode() int }

@@ -127,7 +127,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if len(manifest.Apps) == 0 {
 		return 0, errors.New("the pod manifest has no apps")
 	}
-	cfg, err := pod.GuestConfig(podDir, manifest, pod.Options{UUID: flags.UUID, Hostname: flags.Hostname, Debug: flags.Debug})
+	cfg, vols, err := pod.GuestConfig(podDir, manifest, pod.Options{UUID: flags.UUID, Hostname: flags.Hostname, Debug: flags.Debug})
 	if err != nil {
 		return 0, err
 	}
@@ -154,6 +154,9 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if err := units.Write(filepath.Join(configDir, guestconfig.UnitsDir), cfg); err != nil {
 		return 0, err
 	}
+	if err := vols.Prepare(cfg); err != nil {
+		return 0, err
+	}
 
 	// Step 4: write the pid file; rkt reads it for status and enter.
 	if err := pod.WritePID(podDir, os.Getpid()); err != nil {
@@ -168,6 +171,10 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		log.Warn("measuring the host TSC failed; the guest calibrates it, which can hang its boot", "error", err)
 	}
 	vm := newVM(podDir, cfg, flags, settings, tscKHz)
+	if share := vols.Share(); share != nil {
+		vm.Devices = append(vm.Devices, qemu.Share{Tag: guestconfig.VolumesTag, Path: share.Dir})
+		vm.Prepare = share.MountInNewNamespace
+	}
 	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug, signals: sigs}
 	return sup.boot(vm, settings)
 }

@@ -46,6 +46,8 @@ type App struct {
 	App   types.App
 	// ReadOnlyRootFS is the pod manifest's readOnlyRootFS of the app.
 	ReadOnlyRootFS bool
+	// Mounts are the pod manifest's mounts of the app (rkt's --mount).
+	Mounts []schema.Mount
 }
 
 // Options are what `rkt run` adds around the apps.
@@ -59,6 +61,8 @@ type Options struct {
 	Stderr io.Writer
 	// Manifest, when set, replaces the pod manifest built from the apps.
 	Manifest []byte
+	// Volumes are the pod manifest's volumes (rkt's --volume).
+	Volumes []types.Volume
 }
 
 // Result is what a finished pod left.
@@ -199,8 +203,10 @@ func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]strin
 			Image:          schema.RuntimeImage{Name: imgName, ID: *imgID},
 			App:            &app,
 			ReadOnlyRootFS: a.ReadOnlyRootFS,
+			Mounts:         a.Mounts,
 		})
 	}
+	pm.Volumes = opts.Volumes
 	data := opts.Manifest
 	if data == nil {
 		if data, err = json.Marshal(pm); err != nil {
