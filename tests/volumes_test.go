@@ -29,9 +29,12 @@ func emptyVolume(t *testing.T, name, mode string, uid, gid int) types.Volume {
 	return types.Volume{Name: acName(t, name), Kind: "empty", Mode: &mode, UID: &uid, GID: &gid}
 }
 
-func runWithVolumes(t *testing.T, d *stage0.Driver, apps []stage0.App, volumes []types.Volume) *stage0.Result {
+func runWithVolumes(t *testing.T, d *stage0.Driver, apps []stage0.App, volumes []types.Volume, args ...string) *stage0.Result {
 	t.Helper()
-	res, err := d.Run(apps, stage0.Options{Env: tcg, Volumes: volumes})
+	if args != nil {
+		args = append([]string{"--net=none"}, args...)
+	}
+	res, err := d.Run(apps, stage0.Options{Env: tcg, Volumes: volumes, Args: args})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,8 +43,8 @@ func runWithVolumes(t *testing.T, d *stage0.Driver, apps []stage0.App, volumes [
 
 // TestHostVolumes mounts a read-write folder, a read-only folder and a
 // read-only single file, none of them declared as a mount point by the
-// image. Root in the guest remounts the read-only folder read-write and
-// still cannot write: the host enforces it.
+// image. Root in the guest, with every capability, remounts the read-only
+// folder read-write and still cannot write: the host enforces it.
 func TestHostVolumes(t *testing.T) {
 	d := newDriver(t)
 	host := t.TempDir()
@@ -64,7 +67,7 @@ func TestHostVolumes(t *testing.T) {
 		cat /srv/input
 		cat /etc/app.conf
 		echo x > /srv/new 2>/dev/null && echo ro-write-ok || echo ro-write-denied
-		mount -o remount,rw /srv 2>/dev/null
+		mount -o remount,rw /srv && echo remounted
 		echo x > /srv/new 2>/dev/null && echo ro-write-ok || echo ro-write-denied
 		echo x > /etc/app.conf 2>/dev/null && echo file-write-ok || echo file-write-denied`)
 	app.Mounts = []schema.Mount{
@@ -76,11 +79,11 @@ func TestHostVolumes(t *testing.T) {
 		hostVolume(t, "out", rw, false),
 		hostVolume(t, "in", ro, true),
 		hostVolume(t, "conf", conf, true),
-	})
+	}, "--disable-capabilities-restriction")
 	if res.ExitCode != 0 {
 		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
 	}
-	want := "from-host\nsetting=1\nro-write-denied\nro-write-denied\nfile-write-denied\n"
+	want := "from-host\nsetting=1\nro-write-denied\nremounted\nro-write-denied\nfile-write-denied\n"
 	if res.Stdout != want {
 		t.Errorf("stdout = %q, want %q", res.Stdout, want)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,14 @@ func execApp(name string) (int, error) {
 }
 
 func enterAndExec(app guestconfig.App) (int, error) {
+	// The bounding set and no_new_privs belong to a thread, and execve keeps
+	// those of the thread that calls it, so all of it runs on one thread.
+	runtime.LockOSThread()
+	// The guest's /proc, read before the app's rootfs replaces it.
+	lastCap, err := lastCapability()
+	if err != nil {
+		return 1, err
+	}
 	if err := unix.Chroot(app.RootfsPath()); err != nil {
 		return 1, fmt.Errorf("enter rootfs: %w", err)
 	}
@@ -72,6 +81,14 @@ func enterAndExec(app guestconfig.App) (int, error) {
 	}
 	if err := os.Chdir(app.WorkingDirectory); err != nil {
 		return 1, fmt.Errorf("enter working directory %s: %w", app.WorkingDirectory, err)
+	}
+
+	// Dropping from the bounding set needs CAP_SETPCAP, which the switch
+	// to a non-root uid takes away, so it comes first.
+	if app.RestrictCapabilities {
+		if err := restrictCapabilities(app.Capabilities, lastCap); err != nil {
+			return 1, err
+		}
 	}
 
 	gids := make([]int, len(app.SupplementaryGIDs))
@@ -88,12 +105,50 @@ func enterAndExec(app guestconfig.App) (int, error) {
 		return 1, fmt.Errorf("set uid %d: %w", app.UID, err)
 	}
 
-	err := unix.Exec(app.Exec[0], app.Exec, app.Env)
+	if app.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return 1, fmt.Errorf("set no_new_privs: %w", err)
+		}
+	}
+
+	err = unix.Exec(app.Exec[0], app.Exec, app.Env)
 	status := StatusCannotExecute
 	if errors.Is(err, unix.ENOENT) {
 		status = StatusNotFound
 	}
 	return status, fmt.Errorf("exec %s: %w", app.Exec[0], err)
+}
+
+// lastCapability returns the highest capability number the kernel knows.
+func lastCapability() (uint, error) {
+	data, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("parse /proc/sys/kernel/cap_last_cap: %w", err)
+	}
+	return uint(n), nil
+}
+
+// restrictCapabilities drops every capability but keep from the bounding
+// set. A root app then gets exactly keep when it execs, and an app of
+// another user gets none, as with systemd's CapabilityBoundingSet=.
+func restrictCapabilities(keep []uint, last uint) error {
+	kept := map[uint]bool{}
+	for _, c := range keep {
+		kept[c] = true
+	}
+	for c := uint(0); c <= last; c++ {
+		if kept[c] {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	return nil
 }
 
 // connectStream makes fd the write end of a pipe whose read end goes to the

@@ -92,6 +92,22 @@ type App struct {
 	SupplementaryGIDs []uint32 `json:"supplementaryGIDs,omitempty"`
 	// Mounts are made in this order, parents first.
 	Mounts []Mount `json:"mounts,omitempty"`
+
+	// MemoryMax is the app's memory limit in bytes, 0 for none.
+	MemoryMax uint64 `json:"memoryMax,omitempty"`
+	// CPUMillis is the app's CPU limit in thousandths of a CPU, 0 for none.
+	CPUMillis uint64 `json:"cpuMillis,omitempty"`
+	// CPUWeight is the app's cgroup CPU weight, 0 for the default.
+	CPUWeight uint64 `json:"cpuWeight,omitempty"`
+	// OOMScoreAdjust is the app's oom_score_adj when set.
+	OOMScoreAdjust *int `json:"oomScoreAdjust,omitempty"`
+
+	// RestrictCapabilities limits the app's bounding set to Capabilities,
+	// given as capability numbers.
+	RestrictCapabilities bool   `json:"restrictCapabilities,omitempty"`
+	Capabilities         []uint `json:"capabilities,omitempty"`
+	// NoNewPrivileges sets the no_new_privs bit before the app starts.
+	NoNewPrivileges bool `json:"noNewPrivileges,omitempty"`
 }
 
 // RootfsPath returns where the guest mounts the app's rootfs.

@@ -23,6 +23,9 @@ type Options struct {
 	UUID     string
 	Hostname string
 	Debug    bool
+	// DisableCapabilities keeps the full bounding set
+	// (--disable-capabilities-restriction).
+	DisableCapabilities bool
 }
 
 // GuestConfig converts the pod manifest into the guest's configuration and
@@ -57,6 +60,9 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 			return nil, nil, fmt.Errorf("app %s: %w", name, err)
 		}
 		app.Mounts = mounts[name]
+		if err := applyIsolators(&app, ra.App.Isolators, opts); err != nil {
+			return nil, nil, fmt.Errorf("app %s: %w", name, err)
+		}
 		app.MountTag = fmt.Sprintf("app%d", i)
 		if ra.ReadOnlyRootFS {
 			// The guest cannot create the mount points of the API file

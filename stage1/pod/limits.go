@@ -52,9 +52,6 @@ func checkApp(ra schema.RuntimeApp) error {
 	if app == nil {
 		return nil
 	}
-	if len(app.Isolators) > 0 {
-		return fmt.Errorf("isolator %q: isolators are not supported yet", app.Isolators[0].Name)
-	}
 	if len(app.EventHandlers) > 0 {
 		return fmt.Errorf("event handler %q: event handlers are not supported yet", app.EventHandlers[0].Name)
 	}

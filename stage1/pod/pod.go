@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/appc/spec/schema"
+	"github.com/appc/spec/schema/types"
 )
 
 // Paths relative to the pod directory, as rkt 1.30.0 lays it out.
@@ -48,12 +50,57 @@ func LoadManifest(podDir string) (*schema.PodManifest, error) {
 func ParseManifest(data []byte) (*schema.PodManifest, error) {
 	var pm schema.PodManifest
 	if err := json.Unmarshal(data, &pm); err != nil {
+		if errors.Is(err, types.ErrInvalidIsolator) || errors.Is(err, types.ErrIncompatibleIsolator) {
+			if detail := isolatorProblem(data); detail != "" {
+				return nil, fmt.Errorf("invalid pod manifest: %w: %s", err, detail)
+			}
+		}
 		return nil, fmt.Errorf("invalid pod manifest: %w", err)
 	}
 	if pm.ACKind != schema.PodManifestKind {
 		return nil, fmt.Errorf("invalid pod manifest: acKind is %q, expected %q", pm.ACKind, schema.PodManifestKind)
 	}
 	return &pm, nil
+}
+
+// isolatorProblem names the isolators behind the appc schema's bare
+// "invalid isolator" error: unknown names, and a retain set next to a
+// remove set.
+func isolatorProblem(data []byte) string {
+	type named struct {
+		Name string `json:"name"`
+	}
+	var loose struct {
+		Apps []struct {
+			Name string `json:"name"`
+			App  struct {
+				Isolators []json.RawMessage `json:"isolators"`
+			} `json:"app"`
+		} `json:"apps"`
+	}
+	if json.Unmarshal(data, &loose) != nil {
+		return ""
+	}
+	var problems []string
+	for _, app := range loose.Apps {
+		names := map[string]bool{}
+		for _, raw := range app.App.Isolators {
+			var n named
+			_ = json.Unmarshal(raw, &n)
+			names[n.Name] = true
+			var iso types.Isolator
+			if err := json.Unmarshal(raw, &iso); err == nil && iso.Value() == nil {
+				problems = append(problems, fmt.Sprintf("app %s: isolator %q is unknown", app.Name, n.Name))
+			}
+		}
+		if names[types.LinuxCapabilitiesRetainSetName] && names[types.LinuxCapabilitiesRevokeSetName] {
+			problems = append(problems, fmt.Sprintf("app %s: %s and %s cannot be used together", app.Name, types.LinuxCapabilitiesRetainSetName, types.LinuxCapabilitiesRevokeSetName))
+		}
+		if names[types.LinuxSeccompRetainSetName] && names[types.LinuxSeccompRemoveSetName] {
+			problems = append(problems, fmt.Sprintf("app %s: %s and %s cannot be used together", app.Name, types.LinuxSeccompRetainSetName, types.LinuxSeccompRemoveSetName))
+		}
+	}
+	return strings.Join(problems, "; ")
 }
 
 // IsMutable reports whether rkt prepared the pod with `rkt app sandbox`.

@@ -41,10 +41,6 @@ const ForcedStopExitStatus = 137
 // guest to stop its apps before QEMU is killed.
 const gracefulStopTimeout = 20 * time.Second
 
-// GuestMemoryMiB is the VM's RAM. systemd-shutdown's mlockall needs 36 MiB
-// or more on a 9p root.
-const GuestMemoryMiB = 128
-
 // Main runs the pod and returns the process exit status.
 func Main(args []string) int {
 	flags, err := ParseFlags(args)
@@ -127,7 +123,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if len(manifest.Apps) == 0 {
 		return 0, errors.New("the pod manifest has no apps")
 	}
-	cfg, vols, err := pod.GuestConfig(podDir, manifest, pod.Options{UUID: flags.UUID, Hostname: flags.Hostname, Debug: flags.Debug})
+	cfg, vols, err := pod.GuestConfig(podDir, manifest, pod.Options{UUID: flags.UUID, Hostname: flags.Hostname, Debug: flags.Debug, DisableCapabilities: flags.DisableCapabilitiesRestriction})
 	if err != nil {
 		return 0, err
 	}
@@ -136,6 +132,15 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		if err := pod.WriteHosts(podDir, app.Name, cfg.Hostname); err != nil {
 			return 0, err
 		}
+	}
+
+	hostMemory, hostCPUs, err := hostResources()
+	if err != nil {
+		return 0, fmt.Errorf("read the host's memory and CPUs: %w", err)
+	}
+	memMiB, cpus, err := vmSize(cfg, hostMemory, hostCPUs)
+	if err != nil {
+		return 0, err
 	}
 
 	// Step 3: write the config share.
@@ -171,6 +176,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		log.Warn("measuring the host TSC failed; the guest calibrates it, which can hang its boot", "error", err)
 	}
 	vm := newVM(podDir, cfg, flags, settings, tscKHz)
+	vm.MemoryMiB, vm.CPUs = memMiB, cpus
 	if share := vols.Share(); share != nil {
 		vm.Devices = append(vm.Devices, qemu.Share{Tag: guestconfig.VolumesTag, Path: share.Dir})
 		vm.Prepare = share.MountInNewNamespace

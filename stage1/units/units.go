@@ -63,9 +63,9 @@ func Render(pod *guestconfig.Pod) map[string]string {
 	)
 
 	for _, app := range pod.Apps {
-		files[AppUnit(app.Name)] = lines(
+		files[AppUnit(app.Name)] = lines(append([]string{
 			"[Unit]",
-			"Description=app "+app.Name,
+			"Description=app " + app.Name,
 			"DefaultDependencies=no",
 			"Requires=stage1-vm-agent.service",
 			"After=stage1-vm-agent.service",
@@ -74,8 +74,8 @@ func Render(pod *guestconfig.Pod) map[string]string {
 			"",
 			"[Service]",
 			"Type=simple",
-			"ExecStart="+init+" app-exec "+app.Name,
-			"ExecStopPost="+init+" app-exited "+app.Name,
+			"ExecStart=" + init + " app-exec " + app.Name,
+			"ExecStopPost=" + init + " app-exited " + app.Name,
 			"Restart=no",
 			"KillMode=mixed",
 			"TimeoutStopSec=10",
@@ -84,7 +84,7 @@ func Render(pod *guestconfig.Pod) map[string]string {
 			// itself; these catch only its own errors before that.
 			"StandardOutput=file:/dev/kmsg",
 			"StandardError=file:/dev/kmsg",
-		)
+		}, resourceLines(app)...)...)
 	}
 
 	files["stage1-vm-ready.service"] = lines(
@@ -100,6 +100,26 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		"StandardError=file:/dev/kmsg",
 	)
 	return files
+}
+
+// resourceLines returns the app unit's cgroup and OOM settings. They apply
+// to app-exec, and the app inherits them when app-exec execs it.
+func resourceLines(app guestconfig.App) []string {
+	var l []string
+	if app.MemoryMax > 0 {
+		l = append(l, fmt.Sprintf("MemoryMax=%d", app.MemoryMax))
+	}
+	if app.CPUMillis > 0 {
+		// CPUQuota= takes a percentage of one CPU with up to two decimals.
+		l = append(l, fmt.Sprintf("CPUQuota=%d.%02d%%", app.CPUMillis/10, app.CPUMillis%10*10))
+	}
+	if app.CPUWeight > 0 {
+		l = append(l, fmt.Sprintf("CPUWeight=%d", app.CPUWeight))
+	}
+	if app.OOMScoreAdjust != nil {
+		l = append(l, fmt.Sprintf("OOMScoreAdjust=%d", *app.OOMScoreAdjust))
+	}
+	return l
 }
 
 // Write renders the units of a pod into dir.

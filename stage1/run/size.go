@@ -1,0 +1,85 @@
+package run
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+)
+
+// Guest memory rule. A pod whose apps set no memory limit gets
+// GuestMemoryMiB. Otherwise the VM gets GuestOverheadMiB for the kernel,
+// systemd and the guest agent, plus each app's limit, plus
+// UnlimitedAppMiB for each app without a limit.
+const (
+	// GuestMemoryMiB is the RAM of a pod without memory limits.
+	GuestMemoryMiB = 128
+	// GuestOverheadMiB is what the guest itself needs: a pod with one app
+	// limited to 4 MiB boots and runs in GuestOverheadMiB + 4 MiB.
+	GuestOverheadMiB = 64
+	// UnlimitedAppMiB is counted for an app without a memory limit in a
+	// pod where other apps have one.
+	UnlimitedAppMiB = 64
+)
+
+const mib = 1 << 20
+
+// vmSize returns the VM's RAM in MiB and its number of vCPUs for a pod. The
+// vCPUs are the sum of the apps' CPU limits rounded up, at least 1 and at
+// most hostCPUs. hostMemory is the host's RAM in bytes.
+func vmSize(pod *guestconfig.Pod, hostMemory uint64, hostCPUs int) (memMiB, cpus int, err error) {
+	var limited bool
+	var appBytes uint64
+	var millis uint64
+	for _, app := range pod.Apps {
+		if app.MemoryMax > 0 {
+			limited = true
+			appBytes += app.MemoryMax
+		} else {
+			appBytes += UnlimitedAppMiB * mib
+		}
+		millis += app.CPUMillis
+	}
+	memMiB = GuestMemoryMiB
+	if limited {
+		total := GuestOverheadMiB*mib + appBytes
+		if hostMemory > 0 && total > hostMemory {
+			return 0, 0, fmt.Errorf("the apps' memory limits need a VM of %d MiB, more than the host's %d MiB; lower the resource/memory limits", (total+mib-1)/mib, hostMemory/mib)
+		}
+		memMiB = int((total + mib - 1) / mib)
+	}
+	cpus = int((millis + 999) / 1000)
+	if cpus < 1 {
+		cpus = 1
+	}
+	if hostCPUs > 0 && cpus > hostCPUs {
+		cpus = hostCPUs
+	}
+	return memMiB, cpus, nil
+}
+
+// hostResources returns the host's RAM in bytes, from /proc/meminfo, and its
+// number of CPUs.
+func hostResources() (uint64, int, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	scanner := bufio.NewScanner(f)
+	for scanner.Scan() {
+		fields := strings.Fields(scanner.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kib, err := strconv.ParseUint(fields[1], 10, 64)
+			if err != nil {
+				return 0, 0, fmt.Errorf("parse MemTotal in /proc/meminfo: %w", err)
+			}
+			return kib * 1024, runtime.NumCPU(), nil
+		}
+	}
+	return 0, 0, fmt.Errorf("no MemTotal in /proc/meminfo")
+}

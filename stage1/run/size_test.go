@@ -1,0 +1,46 @@
+package run
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+)
+
+func TestVMSize(t *testing.T) {
+	const host = 8 << 30
+	cases := []struct {
+		name     string
+		apps     []guestconfig.App
+		wantMiB  int
+		wantCPUs int
+	}{
+		{"no limits", []guestconfig.App{{}, {}}, GuestMemoryMiB, 1},
+		{"one tiny limit", []guestconfig.App{{MemoryMax: 4 << 20}}, GuestOverheadMiB + 4, 1},
+		{"limit and unlimited app", []guestconfig.App{{MemoryMax: 42 << 20}, {}}, GuestOverheadMiB + 42 + UnlimitedAppMiB, 1},
+		{"limit rounded up to MiB", []guestconfig.App{{MemoryMax: 64_000_000}}, GuestOverheadMiB + 62, 1},
+		{"cpu sum rounded up", []guestconfig.App{{CPUMillis: 500}, {CPUMillis: 600}}, GuestMemoryMiB, 2},
+		{"cpu capped at the host", []guestconfig.App{{CPUMillis: 9000}}, GuestMemoryMiB, 4},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mem, cpus, err := vmSize(&guestconfig.Pod{Apps: c.apps}, host, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mem != c.wantMiB {
+				t.Errorf("memory = %d MiB, want %d", mem, c.wantMiB)
+			}
+			if cpus != c.wantCPUs {
+				t.Errorf("vCPUs = %d, want %d", cpus, c.wantCPUs)
+			}
+		})
+	}
+}
+
+func TestVMSizeAboveHostMemory(t *testing.T) {
+	_, _, err := vmSize(&guestconfig.Pod{Apps: []guestconfig.App{{MemoryMax: 2 << 30}}}, 1<<30, 2)
+	if err == nil || !strings.Contains(err.Error(), "more than the host's 1024 MiB") {
+		t.Errorf("error = %v, want one naming the host's memory", err)
+	}
+}

@@ -1,0 +1,147 @@
+package tests
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/appc/spec/schema/types"
+
+	"github.com/stage1-vm/stage1-vm/tests/stage0"
+)
+
+func isolator(t *testing.T, name, value string) types.Isolator {
+	t.Helper()
+	var iso types.Isolator
+	if err := json.Unmarshal([]byte(`{"name":"`+name+`","value":`+value+`}`), &iso); err != nil {
+		t.Fatalf("isolator %s %s: %v", name, value, err)
+	}
+	return iso
+}
+
+// TestIsolatorsApplied runs a limited app and an inspector app that mounts
+// the guest's cgroup tree and reads the limited app's settings. The VM gets
+// the guest overhead plus 42 MiB plus one unlimited app's share of RAM, and
+// two vCPUs for a limit of 1.5 CPUs.
+func TestIsolatorsApplied(t *testing.T) {
+	d := newDriver(t)
+	limited := busyboxApp(t, "limited", "/bin/sh", "-c", `
+		grep -E "^(CapBnd|CapEff|NoNewPrivs):" /proc/self/status
+		cat /proc/self/oom_score_adj
+		echo done > /tmp/limited-ran
+		sleep 3`)
+	limited.App.Isolators = types.Isolators{
+		isolator(t, "resource/memory", `{"limit":"42Mi"}`),
+		isolator(t, "resource/cpu", `{"limit":"1500m"}`),
+		isolator(t, "os/linux/cpu-shares", `512`),
+		isolator(t, "os/linux/oom-score-adj", `100`),
+		isolator(t, "os/linux/capabilities-retain-set", `{"set":["CAP_NET_ADMIN","CAP_CHOWN"]}`),
+		isolator(t, "os/linux/no-new-privileges", `true`),
+	}
+	inspector := busyboxApp(t, "inspector", "/bin/sh", "-c", `
+		sleep 1
+		mkdir -p /cg && mount -t cgroup2 none /cg
+		dir=/cg/system.slice/app-limited.service
+		echo "memory.max $(cat $dir/memory.max)"
+		echo "cpu.max $(cat $dir/cpu.max)"
+		echo "cpu.weight $(cat $dir/cpu.weight)"
+		echo "nproc $(nproc)"
+		grep MemTotal /proc/meminfo`)
+	inspector.App.Isolators = types.Isolators{
+		isolator(t, "os/linux/capabilities-retain-set", `{"set":["CAP_SYS_ADMIN"]}`),
+	}
+	res := run(t, d, []stage0.App{limited, inspector}, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit status %d, stdout:\n%s\nstderr:\n%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	// CAP_CHOWN is bit 0 and CAP_NET_ADMIN bit 12.
+	for _, want := range []string{
+		"CapBnd:\t0000000000001001\n",
+		"CapEff:\t0000000000001001\n",
+		"NoNewPrivs:\t1\n",
+		"\n100\n",
+		"memory.max 44040192\n",
+		"cpu.max 150000 100000\n",
+		"cpu.weight 50\n",
+		"nproc 2\n",
+	} {
+		if !strings.Contains(res.Stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, res.Stdout)
+		}
+	}
+	// RAM: 64 MiB overhead, 42 MiB for the limited app, 64 MiB for the
+	// inspector: 170 MiB, of which the kernel keeps a few for itself.
+	memTotal := fieldAfter(res.Stdout, "MemTotal:")
+	kib, err := strconv.Atoi(memTotal)
+	if err != nil {
+		t.Fatalf("no MemTotal in the output:\n%s", res.Stdout)
+	}
+	if kib > 170*1024 || kib < 140*1024 {
+		t.Errorf("guest MemTotal = %d KiB, want a VM of 170 MiB", kib)
+	}
+}
+
+func fieldAfter(s, key string) string {
+	for _, line := range strings.Split(s, "\n") {
+		if strings.HasPrefix(line, key) {
+			if f := strings.Fields(strings.TrimPrefix(line, key)); len(f) > 0 {
+				return f[0]
+			}
+		}
+	}
+	return ""
+}
+
+// TestDefaultCapabilities checks the appc default bounding set of a root
+// app, and the full set with --disable-capabilities-restriction.
+func TestDefaultCapabilities(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "caps", "/bin/sh", "-c", `grep ^CapBnd: /proc/self/status`)
+	res := run(t, d, []stage0.App{app}, nil)
+	// The appc default set: bits 0-1, 3-8, 10, 13, 18, 27, 29, 31.
+	if want := "CapBnd:\t00000000a80425fb\n"; res.Stdout != want {
+		t.Errorf("default bounding set: stdout = %q, want %q", res.Stdout, want)
+	}
+	res = run(t, d, []stage0.App{app}, []string{"--net=none", "--disable-capabilities-restriction"})
+	if want := "CapBnd:\t000001ffffffffff\n"; res.Stdout != want {
+		t.Errorf("unrestricted bounding set: stdout = %q, want %q", res.Stdout, want)
+	}
+}
+
+func TestTinyMemoryLimitBoots(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "tiny", "/bin/sh", "-c", "echo small")
+	app.App.Isolators = types.Isolators{isolator(t, "resource/memory", `{"limit":"4M"}`)}
+	res := run(t, d, []stage0.App{app}, nil)
+	if res.ExitCode != 0 || res.Stdout != "small\n" {
+		t.Errorf("exit status %d, stdout %q, want 0 and small; stderr:\n%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+}
+
+func TestIsolatorErrorsBeforeBoot(t *testing.T) {
+	d := newDriver(t)
+	cases := []struct {
+		name, isoName, value, want string
+	}{
+		{"memory above the host", "resource/memory", `{"limit":"100Ti"}`, "more than the host's"},
+		{"unknown capability", "os/linux/capabilities-retain-set", `{"set":["CAP_FLY"]}`, `unknown capability "CAP_FLY"`},
+		{"unsupported isolator", "os/unix/sysctl", `{"net.ipv4.ip_forward":"1"}`, `"os/unix/sysctl" is not supported`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			app := busyboxApp(t, "app", "/bin/true")
+			app.App.Isolators = types.Isolators{isolator(t, c.isoName, c.value)}
+			res := run(t, d, []stage0.App{app}, nil)
+			if res.ExitCode != 254 {
+				t.Errorf("exit status %d, want 254", res.ExitCode)
+			}
+			if !strings.Contains(res.Stderr, c.want) {
+				t.Errorf("stderr lacks %q:\n%s", c.want, res.Stderr)
+			}
+			if res.Ready {
+				t.Error("the pod booted")
+			}
+		})
+	}
+}
