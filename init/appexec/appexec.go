@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,36 +60,128 @@ func execApp(name string) (int, error) {
 	if err := connectStream("stderr", name, 2); err != nil {
 		return 1, err
 	}
-	return enterAndExec(app)
+	return enterAndExec(app, app.Exec, true)
 }
 
-func enterAndExec(app guestconfig.App) (int, error) {
+// startedMark is written to the start marker of an app whose own process
+// starts, after its pre-start handler.
+const startedMark = "started\n"
+
+func startedMarker(app string) string {
+	return filepath.Join(guestconfig.GuestRunDir, app+".started")
+}
+
+// runPreStart runs the app's pre-start handler in the app's environment
+// and waits for it. A handler that fails keeps the app from starting, and
+// its status becomes the app's.
+func runPreStart(app guestconfig.App) (int, error) {
+	cmd := exec.Command(app.PreStart[0], app.PreStart[1:]...)
+	cmd.Env = app.Env
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	err := cmd.Run()
+	if err == nil {
+		return 0, nil
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) {
+		return StatusCannotExecute, fmt.Errorf("run pre-start handler %s: %w", app.PreStart[0], err)
+	}
+	status := exitErr.ExitCode()
+	if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		status = 128 + int(ws.Signal())
+	}
+	return status, fmt.Errorf("pre-start handler %s failed with status %d; the app does not start", app.PreStart[0], status)
+}
+
+// PostStop runs the app's post-stop handler in the app's environment, from
+// the unit's ExecStopPost=, if the app's process ran. It returns the exit
+// status to use on failure.
+func PostStop(name string) int {
+	if data, err := os.ReadFile(startedMarker(name)); err != nil || string(data) != startedMark {
+		// The app's own process never started.
+		return 0
+	}
+	app, err := loadApp(name)
+	if err == nil {
+		err = connectStream("stdout", name, 1)
+	}
+	if err == nil {
+		err = connectStream("stderr", name, 2)
+	}
+	status := 1
+	if err == nil {
+		status, err = enterAndExec(app, app.PostStop, false)
+	}
+	fmt.Fprintf(os.Stderr, "stage1-vm: app %s: post-stop handler: %v\n", name, err)
+	return status
+}
+
+// enterAndExec enters the app and execs argv, after the pre-start handler
+// when preStart is set.
+func enterAndExec(app guestconfig.App, argv []string, preStart bool) (int, error) {
 	// The bounding set and no_new_privs belong to a thread, and execve keeps
 	// those of the thread that calls it, so all of it runs on one thread.
 	runtime.LockOSThread()
+	var marker *os.File
+	if preStart {
+		// Opened as root before entering the app, written once the app's
+		// own process is about to start: post-stop runs only then.
+		var err error
+		marker, err = os.OpenFile(startedMarker(app.Name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return 1, fmt.Errorf("create start marker: %w", err)
+		}
+		defer marker.Close()
+	}
+	if err := enter(app); err != nil {
+		return 1, err
+	}
+	if preStart && len(app.PreStart) > 0 {
+		if status, err := runPreStart(app); err != nil {
+			return status, err
+		}
+	}
+	if marker != nil {
+		if _, err := marker.WriteString(startedMark); err != nil {
+			return 1, fmt.Errorf("write start marker: %w", err)
+		}
+		marker.Close()
+	}
+	err := unix.Exec(argv[0], argv, app.Env)
+	status := StatusCannotExecute
+	if errors.Is(err, unix.ENOENT) {
+		status = StatusNotFound
+	}
+	return status, fmt.Errorf("exec %s: %w", argv[0], err)
+}
+
+// enter switches the calling thread to the app: its rootfs, working
+// directory, bounding set, ids and no_new_privs. The caller must keep its
+// thread locked until it execs.
+func enter(app guestconfig.App) error {
 	// The guest's /proc, read before the app's rootfs replaces it.
 	lastCap, err := lastCapability()
 	if err != nil {
-		return 1, err
+		return err
 	}
 	if err := unix.Chroot(app.RootfsPath()); err != nil {
-		return 1, fmt.Errorf("enter rootfs: %w", err)
+		return fmt.Errorf("enter rootfs: %w", err)
 	}
 	if err := os.Chdir("/"); err != nil {
-		return 1, err
+		return err
 	}
 	if err := os.MkdirAll(app.WorkingDirectory, 0o755); err != nil {
-		return 1, fmt.Errorf("create working directory %s: %w", app.WorkingDirectory, err)
+		return fmt.Errorf("create working directory %s: %w", app.WorkingDirectory, err)
 	}
 	if err := os.Chdir(app.WorkingDirectory); err != nil {
-		return 1, fmt.Errorf("enter working directory %s: %w", app.WorkingDirectory, err)
+		return fmt.Errorf("enter working directory %s: %w", app.WorkingDirectory, err)
 	}
 
 	// Dropping from the bounding set needs CAP_SETPCAP, which the switch
 	// to a non-root uid takes away, so it comes first.
 	if app.RestrictCapabilities {
 		if err := restrictCapabilities(app.Capabilities, lastCap); err != nil {
-			return 1, err
+			return err
 		}
 	}
 
@@ -96,27 +190,21 @@ func enterAndExec(app guestconfig.App) (int, error) {
 		gids[i] = int(g)
 	}
 	if err := unix.Setgroups(gids); err != nil {
-		return 1, fmt.Errorf("set supplementary groups %v: %w", gids, err)
+		return fmt.Errorf("set supplementary groups %v: %w", gids, err)
 	}
 	if err := unix.Setgid(int(app.GID)); err != nil {
-		return 1, fmt.Errorf("set gid %d: %w", app.GID, err)
+		return fmt.Errorf("set gid %d: %w", app.GID, err)
 	}
 	if err := unix.Setuid(int(app.UID)); err != nil {
-		return 1, fmt.Errorf("set uid %d: %w", app.UID, err)
+		return fmt.Errorf("set uid %d: %w", app.UID, err)
 	}
 
 	if app.NoNewPrivileges {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return 1, fmt.Errorf("set no_new_privs: %w", err)
+			return fmt.Errorf("set no_new_privs: %w", err)
 		}
 	}
-
-	err = unix.Exec(app.Exec[0], app.Exec, app.Env)
-	status := StatusCannotExecute
-	if errors.Is(err, unix.ENOENT) {
-		status = StatusNotFound
-	}
-	return status, fmt.Errorf("exec %s: %w", app.Exec[0], err)
+	return nil
 }
 
 // lastCapability returns the highest capability number the kernel knows.

@@ -108,6 +108,11 @@ type App struct {
 	Capabilities         []uint `json:"capabilities,omitempty"`
 	// NoNewPrivileges sets the no_new_privs bit before the app starts.
 	NoNewPrivileges bool `json:"noNewPrivileges,omitempty"`
+
+	// PreStart and PostStop are the exec lines of the app's event
+	// handlers, empty when the app has none.
+	PreStart []string `json:"preStart,omitempty"`
+	PostStop []string `json:"postStop,omitempty"`
 }
 
 // RootfsPath returns where the guest mounts the app's rootfs.

@@ -63,6 +63,9 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 		if err := applyIsolators(&app, ra.App.Isolators, opts); err != nil {
 			return nil, nil, fmt.Errorf("app %s: %w", name, err)
 		}
+		if err := setEventHandlers(&app, filepath.Join(podDir, AppRootfs(name)), ra.App.EventHandlers); err != nil {
+			return nil, nil, fmt.Errorf("app %s: %w", name, err)
+		}
 		app.MountTag = fmt.Sprintf("app%d", i)
 		if ra.ReadOnlyRootFS {
 			// The guest cannot create the mount points of the API file
@@ -124,6 +127,33 @@ func guestApp(podDir, name string, exec []string, env types.Environment, workDir
 	app.WorkingDirectory = workDir
 	app.Env = appEnv(name, acct, env)
 	return app, nil
+}
+
+// setEventHandlers checks the app's pre-start and post-stop handlers and
+// records their exec lines. The guest runs them in the app's environment.
+func setEventHandlers(app *guestconfig.App, rootfs string, handlers []types.EventHandler) error {
+	for _, eh := range handlers {
+		var dst *[]string
+		switch eh.Name {
+		case "pre-start":
+			dst = &app.PreStart
+		case "post-stop":
+			dst = &app.PostStop
+		default:
+			return fmt.Errorf("unknown event handler %q; use pre-start or post-stop", eh.Name)
+		}
+		if *dst != nil {
+			return fmt.Errorf("event handler %s appears twice", eh.Name)
+		}
+		if len(eh.Exec) == 0 || !path.IsAbs(eh.Exec[0]) {
+			return fmt.Errorf("event handler %s: exec[0] must be an absolute path, got %q", eh.Name, eh.Exec)
+		}
+		if err := checkExecutable(rootfs, eh.Exec[0]); err != nil {
+			return fmt.Errorf("event handler %s: %w", eh.Name, err)
+		}
+		*dst = append([]string(nil), eh.Exec...)
+	}
+	return nil
 }
 
 // checkExecutable makes a missing or non-executable exec[0] an error before

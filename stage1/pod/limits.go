@@ -52,8 +52,10 @@ func checkApp(ra schema.RuntimeApp) error {
 	if app == nil {
 		return nil
 	}
-	if len(app.EventHandlers) > 0 {
-		return fmt.Errorf("event handler %q: event handlers are not supported yet", app.EventHandlers[0].Name)
+	for _, eh := range app.EventHandlers {
+		if err := checkStrings(eh.Exec, nil); err != nil {
+			return fmt.Errorf("event handler %s: %w", eh.Name, err)
+		}
 	}
 	return checkStrings(app.Exec, app.Environment)
 }

@@ -63,7 +63,7 @@ func Render(pod *guestconfig.Pod) map[string]string {
 	)
 
 	for _, app := range pod.Apps {
-		files[AppUnit(app.Name)] = lines(append([]string{
+		unit := []string{
 			"[Unit]",
 			"Description=app " + app.Name,
 			"DefaultDependencies=no",
@@ -75,7 +75,14 @@ func Render(pod *guestconfig.Pod) map[string]string {
 			"[Service]",
 			"Type=simple",
 			"ExecStart=" + init + " app-exec " + app.Name,
-			"ExecStopPost=" + init + " app-exited " + app.Name,
+		}
+		if len(app.PostStop) > 0 {
+			// The post-stop handler runs before the exit status is
+			// reported, and its failure does not change that status.
+			unit = append(unit, "ExecStopPost=-"+init+" post-stop "+app.Name)
+		}
+		unit = append(unit,
+			"ExecStopPost="+init+" app-exited "+app.Name,
 			"Restart=no",
 			"KillMode=mixed",
 			"TimeoutStopSec=10",
@@ -84,7 +91,8 @@ func Render(pod *guestconfig.Pod) map[string]string {
 			// itself; these catch only its own errors before that.
 			"StandardOutput=file:/dev/kmsg",
 			"StandardError=file:/dev/kmsg",
-		}, resourceLines(app)...)...)
+		)
+		files[AppUnit(app.Name)] = lines(append(unit, resourceLines(app)...)...)
 	}
 
 	files["stage1-vm-ready.service"] = lines(

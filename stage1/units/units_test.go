@@ -14,9 +14,13 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func TestRenderGolden(t *testing.T) {
+	oomScore := -100
 	pod := &guestconfig.Pod{
 		UUID: "6ee58c77-c0fe-4567-82bd-6b08ed314883",
-		Apps: []guestconfig.App{{Name: "web"}, {Name: "side-car"}},
+		Apps: []guestconfig.App{
+			{Name: "web", MemoryMax: 44040192, CPUMillis: 1505, CPUWeight: 50, OOMScoreAdjust: &oomScore, PostStop: []string{"/bin/cleanup"}},
+			{Name: "side-car"},
+		},
 	}
 	files := Render(pod)
 	var names []string
