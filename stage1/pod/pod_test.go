@@ -154,7 +154,8 @@ func TestGuestConfigRejects(t *testing.T) {
 		{"reserved gid", app(`{"exec":["/bin/sh"],"user":"0","group":"4294967295"}`), "(uid_t)-1"},
 		{"NUL in argument", app(`{"exec":["/bin/sh","a\u0000b"],"user":"0","group":"0"}`), "exec[1] contains a NUL byte"},
 		{"NUL in env", app(`{"exec":["/bin/sh"],"user":"0","group":"0","environment":[{"name":"X","value":"a\u0000"}]}`), "X contains a NUL byte"},
-		{"event handler", app(`{"exec":["/bin/sh"],"user":"0","group":"0","eventHandlers":[{"name":"pre-start","exec":["/bin/true"]}]}`), `event handler "pre-start"`},
+		{"event handler missing", app(`{"exec":["/bin/sh"],"user":"0","group":"0","eventHandlers":[{"name":"pre-start","exec":["/bin/true"]}]}`), `event handler pre-start: executable "/bin/true" not found`},
+		{"event handler relative", app(`{"exec":["/bin/sh"],"user":"0","group":"0","eventHandlers":[{"name":"post-stop","exec":["sh"]}]}`), `event handler post-stop: exec[0] must be an absolute path`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
