@@ -204,6 +204,9 @@ func mountVolume(root *os.File, m guestconfig.Mount) error {
 	// when the mount asks for it. It then goes on the file the target
 	// resolved to, never on a path that the image's symlinks could redirect.
 	source := filepath.Join(guestconfig.GuestVolumesDir, m.View)
+	if m.Config {
+		source = filepath.Join(guestconfig.GuestConfigDir, m.View)
+	}
 	tree, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 	if err != nil {
 		return fmt.Errorf("clone %s: %w", source, err)

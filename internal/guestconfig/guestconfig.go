@@ -70,6 +70,9 @@ type Mount struct {
 	ReadOnly bool `json:"readOnly,omitempty"`
 	// File is set when the volume is a single file.
 	File bool `json:"file,omitempty"`
+	// Config is set when View is a file of the config share, such as the
+	// pod's resolv.conf, rather than a view of the volume share.
+	Config bool `json:"config,omitempty"`
 }
 
 // App is one app of the pod as the guest runs it.

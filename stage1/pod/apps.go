@@ -26,6 +26,8 @@ type Options struct {
 	// DisableCapabilities keeps the full bounding set
 	// (--disable-capabilities-restriction).
 	DisableCapabilities bool
+	// DNS is --dns-conf-mode.
+	DNS DNSMode
 }
 
 // GuestConfig converts the pod manifest into the guest's configuration and
@@ -40,6 +42,12 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 	}
 	mounts, plan, err := resolveMounts(podDir, pm)
 	if err != nil {
+		return nil, nil, err
+	}
+	if opts.DNS.Resolv == "" {
+		opts.DNS.Resolv, opts.DNS.Hosts = "default", "default"
+	}
+	if plan.configFiles, err = dnsFiles(podDir, opts.DNS, opts.Hostname); err != nil {
 		return nil, nil, err
 	}
 	if len(plan.views) > 0 && len(pm.Apps) > MaxApps-1 {
@@ -59,7 +67,8 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 		if err != nil {
 			return nil, nil, fmt.Errorf("app %s: %w", name, err)
 		}
-		app.Mounts = mounts[name]
+		// The DNS files go first, so that a volume on /etc still covers them.
+		app.Mounts = append(dnsMounts(plan.configFiles), mounts[name]...)
 		if err := applyIsolators(&app, ra.App.Isolators, opts); err != nil {
 			return nil, nil, fmt.Errorf("app %s: %w", name, err)
 		}

@@ -3,8 +3,6 @@ package pod
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/appc/spec/schema"
@@ -30,11 +28,6 @@ func checkSupported(podDir string, pm *schema.PodManifest) error {
 	}
 	if len(pm.Isolators) > 0 {
 		return fmt.Errorf("pod isolator %q: isolators are not supported yet", pm.Isolators[0].Name)
-	}
-	for _, name := range []string{"rkt-resolv.conf", "rkt-hosts"} {
-		if _, err := os.Stat(filepath.Join(podDir, Stage1Rootfs, "etc", name)); err == nil {
-			return fmt.Errorf("rkt wrote stage1/rootfs/etc/%s (--dns or --hosts-entry): DNS and hosts settings are not supported yet", name)
-		}
 	}
 	for _, ra := range pm.Apps {
 		if err := checkApp(ra); err != nil {

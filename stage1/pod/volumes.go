@@ -49,6 +49,8 @@ type volumePlan struct {
 	views   map[string]volume.View
 	// empty lists the empty volumes to create, by name.
 	empty map[string]types.Volume
+	// configFiles are files for the config share, by their path there.
+	configFiles map[string][]byte
 }
 
 // resolveMounts returns the mounts of every app, in the order the guest
@@ -234,10 +236,21 @@ func (v *Volumes) Share() *volume.Share {
 	return &volume.Share{Dir: filepath.Join(v.plan.podDir, VolumeShareDir), Views: v.plan.Views()}
 }
 
-// Prepare creates the empty volumes, the share's mount points and each
-// mount's target in its app's rootfs. The targets are created on the host,
-// inside the rootfs, so that a read-only rootfs can have them too.
+// Prepare creates the empty volumes, the share's mount points, the files
+// of the config share that apps mount, and each mount's target in its app's
+// rootfs. The targets are created on the host, inside the rootfs, so that a
+// read-only rootfs can have them too.
 func (v *Volumes) Prepare(cfg *guestconfig.Pod) error {
+	configDir := filepath.Join(v.plan.podDir, RuntimeDir, "config")
+	for _, name := range sortedKeys(v.plan.configFiles) {
+		path := filepath.Join(configDir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, v.plan.configFiles[name], 0o644); err != nil {
+			return fmt.Errorf("write %s for the guest: %w", name, err)
+		}
+	}
 	for _, name := range sortedKeys(v.plan.empty) {
 		vol := v.plan.empty[name]
 		dir := filepath.Join(v.plan.podDir, EmptyVolumesDir, name)
@@ -245,12 +258,10 @@ func (v *Volumes) Prepare(cfg *guestconfig.Pod) error {
 			return fmt.Errorf("empty volume %s: %w", name, err)
 		}
 	}
-	share := v.Share()
-	if share == nil {
-		return nil
-	}
-	if err := share.Prepare(); err != nil {
-		return err
+	if share := v.Share(); share != nil {
+		if err := share.Prepare(); err != nil {
+			return err
+		}
 	}
 	for _, app := range cfg.Apps {
 		if len(app.Mounts) == 0 {

@@ -123,14 +123,26 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if len(manifest.Apps) == 0 {
 		return 0, errors.New("the pod manifest has no apps")
 	}
-	cfg, vols, err := pod.GuestConfig(podDir, manifest, pod.Options{UUID: flags.UUID, Hostname: flags.Hostname, Debug: flags.Debug, DisableCapabilities: flags.DisableCapabilitiesRestriction})
+	dns, err := pod.ParseDNSConfMode(flags.DNSConfMode)
+	if err != nil {
+		return 0, err
+	}
+	cfg, vols, err := pod.GuestConfig(podDir, manifest, pod.Options{
+		UUID:                flags.UUID,
+		Hostname:            flags.Hostname,
+		Debug:               flags.Debug,
+		DisableCapabilities: flags.DisableCapabilitiesRestriction,
+		DNS:                 dns,
+	})
 	if err != nil {
 		return 0, err
 	}
 
-	for _, app := range cfg.Apps {
-		if err := pod.WriteHosts(podDir, app.Name, cfg.Hostname); err != nil {
-			return 0, err
+	if dns.Hosts == "default" {
+		for _, app := range cfg.Apps {
+			if err := pod.WriteHosts(podDir, app.Name, cfg.Hostname); err != nil {
+				return 0, err
+			}
 		}
 	}
 

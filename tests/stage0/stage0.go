@@ -63,6 +63,10 @@ type Options struct {
 	Manifest []byte
 	// Volumes are the pod manifest's volumes (rkt's --volume).
 	Volumes []types.Volume
+	// Stage1Files are written into the stage1 rootfs by their path there,
+	// as rkt writes etc/rkt-resolv.conf for --dns and etc/rkt-hosts for
+	// --hosts-entry.
+	Stage1Files map[string]string
 }
 
 // Result is what a finished pod left.
@@ -177,6 +181,16 @@ func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]strin
 	mounts = append(mounts, rootfs)
 	if err := copyFile(filepath.Join(image, "manifest"), filepath.Join(stage1, "manifest")); err != nil {
 		return mounts, err
+	}
+
+	for name, content := range opts.Stage1Files {
+		path := filepath.Join(rootfs, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return mounts, err
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			return mounts, err
+		}
 	}
 
 	pm := schema.BlankPodManifest()
