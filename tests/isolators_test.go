@@ -145,3 +145,21 @@ func TestIsolatorErrorsBeforeBoot(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelPathsProtected checks that an app with every capability cannot
+// change vm.panic_on_oom or list /sys/fs, unless the pod runs with
+// --disable-paths.
+func TestKernelPathsProtected(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "paths", "/bin/sh", "-c", `
+		echo 0 > /proc/sys/vm/panic_on_oom 2>/dev/null && echo sysctl-written || echo sysctl-denied
+		echo "sys-fs $(ls /sys/fs | wc -l)"`)
+	res := run(t, d, []stage0.App{app}, []string{"--net=none", "--disable-capabilities-restriction"})
+	if want := "sysctl-denied\nsys-fs 0\n"; res.Stdout != want {
+		t.Errorf("protected: stdout = %q, want %q", res.Stdout, want)
+	}
+	res = run(t, d, []stage0.App{app}, []string{"--net=none", "--disable-capabilities-restriction", "--disable-paths"})
+	if !strings.HasPrefix(res.Stdout, "sysctl-written\n") || strings.Contains(res.Stdout, "sys-fs 0\n") {
+		t.Errorf("with --disable-paths: stdout = %q, want panic_on_oom written and /sys/fs listed", res.Stdout)
+	}
+}

@@ -96,7 +96,7 @@ func Run() error {
 		return err
 	}
 	for _, app := range pod.Apps {
-		if err := mountApp(app); err != nil {
+		if err := mountApp(pod, app); err != nil {
 			return fmt.Errorf("app %s: %w", app.Name, err)
 		}
 	}
@@ -142,7 +142,7 @@ func sendHello() error {
 }
 
 // mountApp mounts the app's rootfs share and the API file systems inside it.
-func mountApp(app guestconfig.App) error {
+func mountApp(pod *guestconfig.Pod, app guestconfig.App) error {
 	rootfs := app.RootfsPath()
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return err
@@ -169,6 +169,11 @@ func mountApp(app guestconfig.App) error {
 		}
 		m.target = target
 		if err := doMount(m); err != nil {
+			return err
+		}
+	}
+	if !pod.DisablePaths {
+		if err := protectKernelPaths(rootfs); err != nil {
 			return err
 		}
 	}

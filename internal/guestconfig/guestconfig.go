@@ -53,6 +53,9 @@ type Pod struct {
 	Hostname string `json:"hostname"`
 	// Debug makes the guest log to the console.
 	Debug bool `json:"debug"`
+	// DisablePaths leaves /proc and /sys of the apps unrestricted
+	// (--disable-paths).
+	DisablePaths bool `json:"disablePaths,omitempty"`
 	// Volumes is set when the host exports the volume share.
 	Volumes bool `json:"volumes,omitempty"`
 	// Apps are started in this order.

@@ -28,6 +28,8 @@ type Options struct {
 	DisableCapabilities bool
 	// DNS is --dns-conf-mode.
 	DNS DNSMode
+	// DisablePaths is --disable-paths.
+	DisablePaths bool
 }
 
 // GuestConfig converts the pod manifest into the guest's configuration and
@@ -57,6 +59,8 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 		UUID:     opts.UUID,
 		Hostname: opts.Hostname,
 		Debug:    opts.Debug,
+
+		DisablePaths: opts.DisablePaths,
 	}
 	for i, ra := range pm.Apps {
 		name := ra.Name.String()

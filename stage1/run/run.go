@@ -133,6 +133,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		Debug:               flags.Debug,
 		DisableCapabilities: flags.DisableCapabilitiesRestriction,
 		DNS:                 dns,
+		DisablePaths:        flags.DisablePaths,
 	})
 	if err != nil {
 		return 0, err
