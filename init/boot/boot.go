@@ -96,6 +96,9 @@ func Run() error {
 	if err := loopbackUp(); err != nil {
 		return err
 	}
+	if err := configureInterfaces(pod.Interfaces); err != nil {
+		return err
+	}
 	if err := installUnits(); err != nil {
 		return err
 	}

@@ -76,9 +76,6 @@ func ParseFlags(args []string) (*Flags, error) {
 // CheckSupported rejects the flags whose behavior is not built yet, so that
 // a pod never runs with a setting silently dropped.
 func (f *Flags) CheckSupported() error {
-	if f.Net != "none" {
-		return fmt.Errorf("--net=%s is not supported yet: only --net=none works in this version of stage1-vm", f.Net)
-	}
 	if f.PrivateUsers != "" {
 		return fmt.Errorf("--private-users=%s is not supported yet", f.PrivateUsers)
 	}

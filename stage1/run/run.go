@@ -138,7 +138,14 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		}
 	}
 
-	// Step 3: write the config share.
+	// Step 3: attach the networks. Nothing is created before every input
+	// is checked.
+	nets, err := attachNetworks(podDir, manifest, cfg, flags, log, &undo)
+	if err != nil {
+		return 0, err
+	}
+
+	// Step 4: write the config share.
 	runtimeDir := filepath.Join(podDir, pod.RuntimeDir)
 	if err := os.RemoveAll(runtimeDir); err != nil {
 		return 0, err
@@ -155,12 +162,12 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		return 0, err
 	}
 
-	// Step 4: write the pid file; rkt reads it for status and enter.
+	// Step 5: write the pid file; rkt reads it for status and enter.
 	if err := pod.WritePID(podDir, os.Getpid()); err != nil {
 		return 0, err
 	}
 
-	// Step 5: boot the VM and supervise it until it exits.
+	// Step 6: boot the VM and supervise it until it exits.
 	// microvm guests under TCG hung in 5 to 8% of boots while calibrating
 	// the TSC; with tsc_early_khz none of 64 boots hung.
 	tscKHz, err := qemu.HostTSCkHz()
@@ -168,6 +175,8 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		log.Warn("measuring the host TSC failed; the guest calibrates it, which can hang its boot", "error", err)
 	}
 	vm := newVM(podDir, cfg, flags, settings, tscKHz)
+	vm.Devices = append(vm.Devices, nets.devices...)
+	vm.Files = nets.files
 	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug, signals: sigs}
 	return sup.boot(vm, settings)
 }
