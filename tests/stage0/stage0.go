@@ -59,6 +59,9 @@ type Options struct {
 	Stderr io.Writer
 	// Manifest, when set, replaces the pod manifest built from the apps.
 	Manifest []byte
+	// Ports are the pod manifest's forwarded ports, as rkt writes them
+	// for --port NAME:HOSTPORT.
+	Ports []types.ExposedPort
 }
 
 // Result is what a finished pod left.
@@ -201,6 +204,7 @@ func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]strin
 			ReadOnlyRootFS: a.ReadOnlyRootFS,
 		})
 	}
+	pm.Ports = opts.Ports
 	data := opts.Manifest
 	if data == nil {
 		if data, err = json.Marshal(pm); err != nil {
@@ -348,4 +352,19 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, data, 0o644)
+}
+
+// Exited reports whether the run entrypoint has exited, including as a
+// zombie that Wait has not collected yet.
+func (p *Pod) Exited() bool {
+	if p.cmd.ProcessState != nil {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z'
 }
