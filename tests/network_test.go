@@ -286,13 +286,13 @@ func TestNetBadInputLeavesNothing(t *testing.T) {
 func TestNetMissingPluginLeavesNothing(t *testing.T) {
 	d := newDriver(t)
 	flag := writeNetConf(t, d, "10-missing.conf", `{"cniVersion": "0.4.0", "name": "missing", "type": "nosuchplugin"}`)
-	before := netSnapshot(t)
+	before := netSnapshot(t, d.DataDir)
 	res := run(t, d, []stage0.App{busyboxApp(t, "true", "/bin/true")}, []string{"--net=missing", flag})
 	if res.ExitCode != 254 || !strings.Contains(res.Stderr, "nosuchplugin") {
 		t.Errorf("exit status %d, stderr %q; want 254 and an error naming nosuchplugin", res.ExitCode, res.Stderr)
 	}
 	checkNetNSGone(t, res.UUID)
-	compareSnapshots(t, before, netSnapshot(t))
+	compareSnapshots(t, before, netSnapshot(t, d.DataDir))
 }
 
 // TestNetFailedAddIsDeleted makes the second plugin of a list fail, so the
@@ -302,19 +302,21 @@ func TestNetFailedAddIsDeleted(t *testing.T) {
 	flag := writeNetConf(t, d, "10-fails.conflist", `{"cniVersion": "0.4.0", "name": "fails", "plugins": [
 	{"type": "ptp", "ipMasq": true, "ipam": {"type": "host-local", "subnet": "172.30.99.0/24"}},
 	{"type": "tuning", "sysctl": {"net.nosuch.key": "1"}}]}`)
-	before := netSnapshot(t)
+	before := netSnapshot(t, d.DataDir)
 	res := run(t, d, []stage0.App{busyboxApp(t, "true", "/bin/true")}, []string{"--net=fails", flag})
 	if res.ExitCode != 254 || !strings.Contains(res.Stderr, "fails") {
 		t.Errorf("exit status %d, stderr %q; want 254 and an error naming the network", res.ExitCode, res.Stderr)
 	}
 	checkNetNSGone(t, res.UUID)
-	compareSnapshots(t, before, netSnapshot(t))
+	compareSnapshots(t, before, netSnapshot(t, d.DataDir))
 }
 
 // netSnapshot records the host's network state that a pod may change.
 // Counters, and host-local's last_reserved_ip files, which only say where
 // the next allocation starts, are left out.
-func netSnapshot(t *testing.T) map[string][]string {
+// Mounts under other data folders of the tests are left out, because
+// other test runs on the machine may start pods meanwhile.
+func netSnapshot(t *testing.T, dataDir string) map[string][]string {
 	t.Helper()
 	snap := map[string][]string{}
 	runLines := func(key string, name string, args ...string) {
@@ -355,9 +357,11 @@ func netSnapshot(t *testing.T) map[string][]string {
 		t.Fatal(err)
 	}
 	for _, l := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(l); len(f) > 4 {
-			snap["mounts"] = append(snap["mounts"], f[4])
+		f := strings.Fields(l)
+		if len(f) < 5 || (strings.HasPrefix(f[4], filepath.Join(os.TempDir(), "s1vm-")) && !strings.HasPrefix(f[4], dataDir)) {
+			continue
 		}
+		snap["mounts"] = append(snap["mounts"], f[4])
 	}
 	for k := range snap {
 		sort.Strings(snap[k])
@@ -388,15 +392,23 @@ func TestNetNoLeaks(t *testing.T) {
 		}
 		count = n
 	}
-	// A first pod makes /var/run/netns a mount point, which stays, as
-	// after `ip netns add`.
-	warmup := run(t, d, []stage0.App{busyboxApp(t, "warmup", "/bin/true")}, []string{"--net=default"})
+	app := busyboxApp(t, "short", "/bin/sh", "-c", "ip -4 -o addr show dev eth0 | awk '{print $4}'")
+	app.App.Ports = []types.Port{{Name: "http", Protocol: "tcp", Port: 80, Count: 1}}
+	// A first pod makes /var/run/netns a mount point, as `ip netns add`
+	// does, and makes portmap create its chains shared by all pods. Both
+	// stay.
+	warmup, err := d.Run([]stage0.App{app}, stage0.Options{
+		Args:  []string{"--net=default"},
+		Env:   tcg,
+		Ports: []types.ExposedPort{{Name: "http", HostPort: 20000}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if warmup.ExitCode != 0 {
 		t.Fatalf("warm-up pod: exit status %d, stderr:\n%s", warmup.ExitCode, warmup.Stderr)
 	}
-	before := netSnapshot(t)
-	app := busyboxApp(t, "short", "/bin/sh", "-c", "ip -4 -o addr show dev eth0 | awk '{print $4}'")
-	app.App.Ports = []types.Port{{Name: "http", Protocol: "tcp", Port: 80, Count: 1}}
+	before := netSnapshot(t, d.DataDir)
 	for i := 0; i < count; i++ {
 		res, err := d.Run([]stage0.App{app}, stage0.Options{
 			Args:  []string{"--net=default"},
@@ -411,5 +423,86 @@ func TestNetNoLeaks(t *testing.T) {
 		}
 	}
 	t.Logf("ran %d pods", count)
-	compareSnapshots(t, before, netSnapshot(t))
+	compareSnapshots(t, before, netSnapshot(t, d.DataDir))
+}
+
+// removeLink deletes a host link that a plugin creates and keeps, such as
+// the bridge plugin's bridge.
+func removeLink(t *testing.T, name string) {
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", name).Run() })
+}
+
+func TestNetBridgeAndRestrictedTwoNetworks(t *testing.T) {
+	d := newDriver(t)
+	removeLink(t, "s1vmbr0")
+	flag := writeNetConf(t, d, "10-bridged.conf", `{"cniVersion": "0.4.0", "name": "bridged", "type": "bridge",
+	"bridge": "s1vmbr0", "isGateway": true, "ipMasq": false,
+	"ipam": {"type": "host-local", "subnet": "172.30.1.0/24", "routes": [{"dst": "0.0.0.0/0"}]}}`)
+	port, lines := lineServer(t, "0.0.0.0:0")
+	script := fmt.Sprintf(`ip -4 -o addr | awk '{print $2, $4}'
+ip route | grep -q '^default via 172.30.1.1 dev eth0' && echo default-via-eth0
+ip route | grep '^default' | grep -q eth1 && echo default-via-eth1
+echo bridged | nc 172.30.1.1 %d`, port)
+	res := run(t, d, []stage0.App{busyboxApp(t, "two", "/bin/sh", "-c", script)},
+		[]string{"--net=bridged:IP=172.30.1.50,default-restricted", flag})
+	if res.ExitCode != 0 {
+		t.Fatalf("exit status %d, stdout:\n%s\nstderr:\n%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	if !strings.Contains(res.Stdout, "eth0 172.30.1.50/24\n") {
+		t.Errorf("stdout %q: eth0 lacks the address 172.30.1.50/24 asked for with IP=", res.Stdout)
+	}
+	if !regexp.MustCompile(`eth1 172\.31\.\d+\.\d+/16\n`).MatchString(res.Stdout) {
+		t.Errorf("stdout %q: eth1 has no address of default-restricted (172.31.0.0/16)", res.Stdout)
+	}
+	if !strings.Contains(res.Stdout, "default-via-eth0") {
+		t.Errorf("stdout %q: the default route is not through the first network", res.Stdout)
+	}
+	if strings.Contains(res.Stdout, "default-via-eth1") {
+		t.Errorf("stdout %q: default-restricted gave a default route", res.Stdout)
+	}
+	if line := receive(t, lines, res); line != "bridged" {
+		t.Errorf("server received %q through the bridge, want bridged", line)
+	}
+	checkNetNSGone(t, res.UUID)
+}
+
+// TestNetChainedPluginsConflist runs a conflist with ptp, tuning,
+// bandwidth, firewall and portmap under a network name of more than 20
+// characters with ipMasq.
+func TestNetChainedPluginsConflist(t *testing.T) {
+	d := newDriver(t)
+	const name = "chained-long-network-name"
+	flag := writeNetConf(t, d, "20-chained.conflist", `{"cniVersion": "1.0.0", "name": "`+name+`", "plugins": [
+	{"type": "ptp", "ipMasq": true, "ipam": {"type": "host-local", "subnet": "172.30.2.0/24", "routes": [{"dst": "0.0.0.0/0"}]}},
+	{"type": "tuning", "mtu": 1400},
+	{"type": "bandwidth", "ingressRate": 100000000, "ingressBurst": 1000000, "egressRate": 100000000, "egressBurst": 1000000},
+	{"type": "firewall"},
+	{"type": "portmap", "capabilities": {"portMappings": true}}]}`)
+	hostPort := freePort(t)
+	app := busyboxApp(t, "web", "/bin/sh", "-c", "cat /sys/class/net/eth0/mtu > /tmp/mtu; mkdir -p /tmp/www && ip -4 -o addr show dev eth0 | awk '{print $4}' > /tmp/www/addr && cp /tmp/mtu /tmp/www/mtu && exec httpd -f -p 80 -h /tmp/www")
+	app.App.Ports = []types.Port{{Name: "http", Protocol: "tcp", Port: 80, Count: 1}}
+	pod := startServer(t, d, []string{"--net=" + name, flag}, hostPort, app)
+
+	addr, err := fetchUntil(t, fmt.Sprintf("http://127.0.0.1:%d/addr", hostPort), pod, 120*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(addr, "172.30.2.") {
+		t.Errorf("guest address %q, want one in 172.30.2.0/24", addr)
+	}
+	mtu, err := fetchUntil(t, fmt.Sprintf("http://127.0.0.1:%d/mtu", hostPort), pod, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mtu != "1400\n" {
+		t.Errorf("guest eth0 MTU %q, want 1400 from the tuning plugin", mtu)
+	}
+	info, err := os.ReadFile(filepath.Join(pod.Dir, "net-info.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(info), `"netName":"`+name+`"`) || !strings.Contains(string(info), `"ip":"`+strings.TrimSpace(addr)[:strings.Index(addr, "/")]+`"`) {
+		t.Errorf("net-info.json = %s, want the network %s with the guest's address", info, name)
+	}
+	stopServer(t, pod)
 }

@@ -144,7 +144,7 @@ func (p Pod) Up(ctx context.Context, nets []Network, args map[string][][2]string
 	cni := libcni.NewCNIConfig(paths, nil)
 	var infos []netInfo
 	for i, n := range nets {
-		a := attached{Name: n.Name, File: n.File, IfName: fmt.Sprintf("eth%d", i), ConfList: n.ConfList, Args: args[n.Name]}
+		a := attached{Name: n.Name, File: n.File, IfName: fmt.Sprintf("eth%d", i), ConfList: n.ConfList, Args: withIgnoreUnknown(args[n.Name])}
 		if i == forward && len(ports) > 0 {
 			if a.ConfList, err = n.withPortmap(); err != nil {
 				return nil, fmt.Errorf("add port forwarding to network %q: %w", n.Name, err)
@@ -184,7 +184,8 @@ func (p Pod) Up(ctx context.Context, nets []Network, args map[string][][2]string
 // Down detaches every network that the pod directory's state lists, with
 // CNI DEL in reverse order, then removes the network namespace, the state
 // and net-info.json. It is safe to repeat, and a pod without networks has
-// nothing to do. When a DEL fails, the state stays for the next Down (gc).
+// nothing to do. When a DEL fails, the state stays, so that the next Down
+// (in gc) runs the DELs again.
 func (p Pod) Down(ctx context.Context) error {
 	st, err := p.loadState()
 	if errors.Is(err, os.ErrNotExist) {
@@ -215,16 +216,33 @@ func (p Pod) Down(ctx context.Context) error {
 			result = multierror.Append(result, fmt.Errorf("delete network %q (%s) of pod %s: %w", a.Name, a.IfName, p.UUID, err))
 		}
 	}
+	// The namespace goes even when a DEL failed: a DEL repeated later
+	// releases the host side without it.
+	if err := removeNetNS(st.NetNS); err != nil {
+		result = multierror.Append(result, err)
+	}
 	if result != nil {
 		return result
-	}
-	if err := removeNetNS(st.NetNS); err != nil {
-		return err
 	}
 	if err := os.Remove(filepath.Join(p.Dir, NetInfoFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return os.RemoveAll(filepath.Join(p.Dir, StateDir))
+}
+
+// withIgnoreUnknown adds IgnoreUnknown=1 to non-empty CNI_ARGS, as CNI's
+// conventions ask of runtimes: a plugin of a chain rejects the arguments
+// meant for another, such as bridge with host-local's IP, without it.
+func withIgnoreUnknown(args [][2]string) [][2]string {
+	if len(args) == 0 {
+		return nil
+	}
+	for _, kv := range args {
+		if kv[0] == "IgnoreUnknown" {
+			return args
+		}
+	}
+	return append([][2]string{{"IgnoreUnknown", "1"}}, args...)
 }
 
 // forwardTarget returns the index of the network that forwarded ports go
@@ -318,7 +336,9 @@ func newNetInfo(a attached, list *libcni.NetworkConfigList, res cnitypes.Result,
 	info := netInfo{NetName: a.Name, ConfPath: a.File, IfName: a.IfName}
 	var args []string
 	for _, kv := range a.Args {
-		args = append(args, kv[0]+"="+kv[1])
+		if kv != [2]string{"IgnoreUnknown", "1"} {
+			args = append(args, kv[0]+"="+kv[1])
+		}
 	}
 	info.Args = strings.Join(args, ";")
 	if path, err := invoke.FindInPath(list.Plugins[0].Network.Type, paths); err == nil {
