@@ -161,12 +161,6 @@ func parseNetwork(path string, data []byte) (Network, error) {
 		if err != nil {
 			return Network{}, fmt.Errorf("invalid network configuration %s: %w; %s", path, err, fix)
 		}
-		if conf.Network.Name == "" {
-			return Network{}, fmt.Errorf("invalid network configuration %s: \"name\" is missing; %s", path, fix)
-		}
-		if conf.Network.Type == "" {
-			return Network{}, fmt.Errorf("invalid network configuration %s: \"type\" is missing; %s", path, fix)
-		}
 		l, err := libcni.ConfListFromConf(conf)
 		if err != nil {
 			return Network{}, fmt.Errorf("invalid network configuration %s: %w; %s", path, err, fix)

@@ -241,3 +241,13 @@ func TestCheckSupportedPod(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckDeviceCount(t *testing.T) {
+	if err := CheckDeviceCount(MaxApps-2, 2); err != nil {
+		t.Errorf("CheckDeviceCount(%d apps, 2 NICs) = %v, want nil at the limit", MaxApps-2, err)
+	}
+	err := CheckDeviceCount(MaxApps-1, 2)
+	if err == nil || !strings.Contains(err.Error(), "19 apps and 2 network interfaces") {
+		t.Errorf("CheckDeviceCount(%d apps, 2 NICs) = %v, want an error naming both counts", MaxApps-1, err)
+	}
+}
