@@ -111,8 +111,9 @@ func LoadNetworks(spec Spec, localConfig string) ([]Network, error) {
 	return nets, nil
 }
 
-// loadDir reads every *.conf and *.conflist file of dir. The first file
-// by name wins when two define the same network, as in rkt.
+// loadDir reads every *.conf and *.conflist file of dir. Two files that
+// define the same network are an error, where rkt 1.30.0 used the first
+// and only warned, because the second file is then silently unused.
 func loadDir(dir string) ([]Network, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
