@@ -10,8 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// NetNSDir is where named network namespaces are bind-mounted, as
-// iproute2's `ip netns` and rkt keep them.
+// NetNSDir is the folder of named network namespaces, bind-mounted files
+// as iproute2's `ip netns` and rkt keep them.
 const NetNSDir = "/var/run/netns"
 
 // NetNSPath returns the path of a pod's network namespace.

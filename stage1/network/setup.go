@@ -38,7 +38,7 @@ type PortMapping struct {
 	HostIP        string `json:"hostIP,omitempty"`
 }
 
-// Pod is what a pod needs to attach and detach its networks.
+// Pod is the identity of a pod for attaching and detaching its networks.
 type Pod struct {
 	// Dir is the pod directory.
 	Dir  string
@@ -198,6 +198,7 @@ func (p Pod) Down(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+
 	netns := st.NetNS
 	if _, err := os.Stat(netns); err != nil {
 		// Plugins clean up the host side without the namespace.
@@ -216,6 +217,7 @@ func (p Pod) Down(ctx context.Context) error {
 			result = multierror.Append(result, fmt.Errorf("delete network %q (%s) of pod %s: %w", a.Name, a.IfName, p.UUID, err))
 		}
 	}
+
 	// The namespace goes even when a DEL failed: a DEL repeated later
 	// releases the host side without it.
 	if err := removeNetNS(st.NetNS); err != nil {
@@ -256,11 +258,11 @@ func forwardTarget(nets []Network) int {
 	return len(nets) - 1
 }
 
-// StateDir is the folder in the pod directory where the host keeps what
-// Down must undo. The guest cannot write there: it sees only its shares.
+// StateDir is the pod directory's folder for the record of what Down must
+// undo. The guest cannot write there, because only its shares reach it.
 const StateDir = "stage1-vm-net"
 
-// state is what Down needs, written before each step of Up.
+// state is the record that Down reads, written before each step of Up.
 type state struct {
 	NetNS    string     `json:"netns"`
 	Networks []attached `json:"networks"`

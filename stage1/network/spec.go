@@ -1,5 +1,5 @@
-// Package network gives a pod's VM the networks that rkt's --net flag asks
-// for. It creates the pod's network namespace, runs the CNI plugins in it
+// Package network gives a pod's VM the networks that rkt's --net flag
+// requests. It creates the pod's network namespace, runs the CNI plugins in it
 // through libcni, mirrors each interface the plugins configure to a tap
 // device that QEMU uses, and tears all of it down again.
 package network
