@@ -26,6 +26,16 @@ $(OUT)/stage1-vm: $(GO_SOURCES) | deps
 $(OUT)/stage1-vm-init: $(GO_SOURCES) | deps
 	$(GOFLAGS_STATIC) $(GO) build -trimpath -o $@ ./init/cmd/stage1-vm-init
 
+# The CNI plugins, built unchanged from the containernetworking/plugins
+# module at the version go.mod pins.
+CNI_PLUGINS = $(addprefix github.com/containernetworking/plugins/plugins/,\
+	main/ptp main/bridge main/macvlan main/ipvlan main/loopback main/tap \
+	ipam/host-local ipam/static meta/portmap meta/firewall meta/tuning meta/bandwidth)
+
+$(OUT)/cni/ptp: go.mod go.sum | deps
+	@mkdir -p $(OUT)/cni
+	$(GOFLAGS_STATIC) $(GO) build -trimpath -o $(OUT)/cni/ $(CNI_PLUGINS)
+
 $(OUT)/build: $(GO_SOURCES)
 	$(GO) build -o $@ ./build
 
@@ -39,8 +49,8 @@ $(OUT)/bzImage: $(KERNEL)
 	@mkdir -p $(OUT) && cp $(KERNEL) $@
 endif
 
-$(ACI): $(OUT)/stage1-vm $(OUT)/stage1-vm-init $(OUT)/build $(OUT)/bzImage aci-manifest/manifest.json.in $(wildcard init/units/*)
-	$(OUT)/build -out $@ -stage $(OUT)/aci -version $(VERSION) -kernel $(OUT)/bzImage
+$(ACI): $(OUT)/stage1-vm $(OUT)/stage1-vm-init $(OUT)/build $(OUT)/bzImage $(OUT)/cni/ptp aci-manifest/manifest.json.in $(wildcard init/units/*)
+	$(OUT)/build -out $@ -stage $(OUT)/aci -version $(VERSION) -kernel $(OUT)/bzImage -cni-plugins $(OUT)/cni
 	@echo "wrote $@"
 
 # Builds the image and runs a one-app pod that prints from inside the VM.

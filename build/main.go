@@ -21,6 +21,7 @@ type options struct {
 	qemuBinary, qemuModuleDir  string
 	qemuFirmwareDir, systemd   string
 	manifestTemplate, unitsDir string
+	cniPluginDir               string
 }
 
 func main() {
@@ -37,6 +38,7 @@ func main() {
 	flag.StringVar(&o.systemd, "systemd", "/lib/systemd/systemd", "systemd binary for the guest")
 	flag.StringVar(&o.manifestTemplate, "manifest", "aci-manifest/manifest.json.in", "image manifest template")
 	flag.StringVar(&o.unitsDir, "units", "init/units", "static systemd units of the guest system")
+	flag.StringVar(&o.cniPluginDir, "cni-plugins", "out/cni", "folder of the CNI plugin binaries to bundle")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -60,6 +62,9 @@ func build(o options, log *slog.Logger) error {
 	}{
 		{"host binary", func() error { return addHost(o, host) }},
 		{"QEMU bundle", func() error { return addQEMU(o, filepath.Join(host, "qemu")) }},
+		// rkt's default stage1 keeps its plugins in this folder, and the
+		// run entrypoint looks for them there.
+		{"CNI plugins", func() error { return addPlugins(o.cniPluginDir, filepath.Join(rootfs, "usr/lib/rkt/plugins/net")) }},
 		{"kernel", func() error { return copyFile(o.kernel, filepath.Join(host, "kernel/bzImage"), 0o644) }},
 		{"guest system", func() error { return addGuest(o, guest) }},
 		{"rkt folders", func() error { return os.MkdirAll(filepath.Join(rootfs, "rkt/status"), 0o755) }},
@@ -82,6 +87,23 @@ func addHost(o options, host string) error {
 	}
 	for _, name := range []string{"run", "gc", "stop"} {
 		if err := os.Symlink("bin/stage1-vm", filepath.Join(host, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addPlugins copies every CNI plugin binary of src into dst.
+func addPlugins(src, dst string) error {
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		return fmt.Errorf("no CNI plugins in %s", src)
+	}
+	for _, e := range entries {
+		if err := copyFile(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()), 0o755); err != nil {
 			return err
 		}
 	}

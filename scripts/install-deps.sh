@@ -12,6 +12,8 @@ packages=(
 	systemd
 	# test images and the test driver
 	busybox-static util-linux iproute2 procps
+	# the CNI plugins run iptables on the host (ptp and bridge ipMasq, portmap, firewall)
+	iptables
 )
 
 missing=()

@@ -170,7 +170,7 @@ func TestInvalidArgumentsRejected(t *testing.T) {
 		want string
 	}{
 		"unknown flag":  {[]string{"--net=none", "--no-such-flag"}, "no-such-flag"},
-		"network":       {[]string{"--net=default"}, "--net=default is not supported yet"},
+		"network":       {[]string{"--net=default:IP=10.1.1.x"}, "10.1.1.x"},
 		"private users": {[]string{"--net=none", "--private-users=1:2"}, "--private-users"},
 	}
 	for name, c := range cases {

@@ -107,6 +107,9 @@ func Run() error {
 	if err := loopbackUp(); err != nil {
 		return err
 	}
+	if err := configureInterfaces(pod.Interfaces); err != nil {
+		return err
+	}
 	if err := installUnits(); err != nil {
 		return err
 	}

@@ -60,6 +60,41 @@ type Pod struct {
 	Volumes bool `json:"volumes,omitempty"`
 	// Apps are started in this order.
 	Apps []App `json:"apps"`
+	// Interfaces are the NICs to configure before systemd starts, matched
+	// to the guest's devices by MAC address. The guest always has lo.
+	Interfaces []Interface `json:"interfaces,omitempty"`
+}
+
+// Interface is the configuration of one guest NIC.
+type Interface struct {
+	// Name is the name the NIC gets, such as eth0.
+	Name string `json:"name"`
+	// MAC is the NIC's hardware address, which identifies it.
+	MAC string `json:"mac"`
+	// MTU is in bytes; 0 keeps the device's default.
+	MTU       int       `json:"mtu,omitempty"`
+	Addresses []Address `json:"addresses,omitempty"`
+	// Routes are added in order, after the addresses.
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// Address is an IP address with its prefix length.
+type Address struct {
+	// CIDR is the address and prefix length, such as 172.16.28.2/24.
+	CIDR string `json:"cidr"`
+	// NoPrefixRoute keeps the kernel from adding the route to the
+	// address's subnet, for networks such as ptp that route it otherwise.
+	NoPrefixRoute bool `json:"noPrefixRoute,omitempty"`
+}
+
+// Route is a route through a NIC.
+type Route struct {
+	// Dst is the destination in CIDR notation; empty is the default route.
+	Dst string `json:"dst,omitempty"`
+	// Gateway is empty for a route to hosts on the link.
+	Gateway string `json:"gateway,omitempty"`
+	// Source is the preferred source address, if any.
+	Source string `json:"source,omitempty"`
 }
 
 // Mount is a volume mounted into an app's rootfs.

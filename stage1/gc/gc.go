@@ -3,10 +3,12 @@ package gc
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,18 +18,19 @@ import (
 	"github.com/appc/spec/schema/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/stage1-vm/stage1-vm/stage1/network"
 	"github.com/stage1-vm/stage1-vm/stage1/pod"
 )
 
-// GC releases what a pod held: a QEMU that outlived its supervisor and the
-// runtime folder. It is safe to run twice and after a crash.
+// GC releases what a pod held: a QEMU that outlived its supervisor, its
+// networks and the runtime folder. It is safe to run twice and after a crash.
 // Arguments: [--debug] --local-config DIR <uuid>; the working directory is
 // the pod directory.
 func GC(args []string) error {
 	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Bool("debug", false, "debug output")
-	fs.String("local-config", "", "rkt's local configuration folder")
+	debug := fs.Bool("debug", false, "debug output")
+	localConfig := fs.String("local-config", "", "rkt's local configuration folder")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("invalid gc arguments %q: %w", strings.Join(args, " "), err)
 	}
@@ -37,6 +40,17 @@ func GC(args []string) error {
 	}
 	if err := killQEMU(uuid, unix.SIGKILL); err != nil {
 		return err
+	}
+	level := slog.LevelWarn
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pod", uuid)
+	// The state that Down reads is in the pod directory, which only the
+	// host writes.
+	np := network.Pod{Dir: ".", UUID: uuid, LocalConfig: *localConfig, Log: log}
+	if err := np.Down(context.Background()); err != nil {
+		return fmt.Errorf("release the networks of pod %s: %w", uuid, err)
 	}
 	if err := os.RemoveAll(pod.RuntimeDir); err != nil {
 		return fmt.Errorf("remove runtime folder of pod %s: %w", uuid, err)

@@ -52,8 +52,10 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 	if plan.configFiles, err = dnsFiles(podDir, opts.DNS, opts.Hostname); err != nil {
 		return nil, nil, err
 	}
-	if len(plan.views) > 0 && len(pm.Apps) > MaxApps-1 {
-		return nil, nil, fmt.Errorf("the pod has %d apps and volumes; a pod VM with volumes runs at most %d apps", len(pm.Apps), MaxApps-1)
+	if len(plan.views) > 0 {
+		if err := CheckDeviceCount(len(pm.Apps), 1, 0); err != nil {
+			return nil, nil, err
+		}
 	}
 	cfg := &guestconfig.Pod{
 		UUID:     opts.UUID,

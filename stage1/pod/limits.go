@@ -9,11 +9,33 @@ import (
 	"github.com/appc/spec/schema/types"
 )
 
-// MaxApps is the most apps a pod can have. The microvm machine has 24
-// interrupt lines for virtio-mmio devices, and besides one 9p share an app
-// the VM needs the serial ports, the system and config shares and an RNG.
-// A pod with volumes needs one more line for the volume share.
-const MaxApps = 20
+// MMIOLines is the number of interrupt lines that QEMU's microvm machine
+// (with ioapic2=on, QEMU 7.2) gives virtio-mmio devices: one per device.
+const MMIOLines = 24
+
+// FixedDevices are the virtio-mmio devices of every pod VM: the
+// virtio-serial controller, the system and config shares and the RNG.
+const FixedDevices = 4
+
+// MaxApps is the most apps a pod can have: each app's rootfs is a 9p share,
+// one virtio-mmio device. Each network interface takes one more.
+const MaxApps = MMIOLines - FixedDevices
+
+// CheckDeviceCount rejects a pod whose app shares, volume share and
+// network interfaces need more virtio-mmio devices than the machine has
+// interrupt lines. A pod with volumes has one volume share.
+func CheckDeviceCount(apps, volumeShares, nics int) error {
+	if FixedDevices+apps+volumeShares+nics <= MMIOLines {
+		return nil
+	}
+	what := fmt.Sprintf("%d apps", apps)
+	if volumeShares > 0 {
+		what += ", volumes"
+	}
+	what += fmt.Sprintf(" and %d network interfaces", nics)
+	return fmt.Errorf("the pod has %s, which need %d virtio devices besides the %d every pod VM has, but the VM has lines for %d: use fewer apps or networks (apps, networks and the volume share at most %d)",
+		what, apps+volumeShares+nics, FixedDevices, MMIOLines, MaxApps)
+}
 
 // maxAppNameLength keeps "app-<name>.service" within the 255 bytes that a
 // unit file name may have.

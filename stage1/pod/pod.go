@@ -47,7 +47,22 @@ func LoadManifest(podDir string) (*schema.PodManifest, error) {
 }
 
 // ParseManifest validates a pod manifest with the appc schema.
-func ParseManifest(data []byte) (*schema.PodManifest, error) {
+func ParseManifest(data []byte) (pm *schema.PodManifest, err error) {
+	// The appc schema panics on some malformed manifests, such as an
+	// isolator without a value.
+	defer func() {
+		if r := recover(); r != nil {
+			pm = nil
+			err = fmt.Errorf("invalid pod manifest: the appc schema failed on it (%v)", r)
+			if detail := isolatorProblem(data); detail != "" {
+				err = fmt.Errorf("invalid pod manifest: %s", detail)
+			}
+		}
+	}()
+	return parseManifest(data)
+}
+
+func parseManifest(data []byte) (*schema.PodManifest, error) {
 	var pm schema.PodManifest
 	if err := json.Unmarshal(data, &pm); err != nil {
 		if errors.Is(err, types.ErrInvalidIsolator) || errors.Is(err, types.ErrIncompatibleIsolator) {
@@ -88,8 +103,14 @@ func isolatorProblem(data []byte) string {
 			var n named
 			_ = json.Unmarshal(raw, &n)
 			names[n.Name] = true
-			var iso types.Isolator
-			if err := json.Unmarshal(raw, &iso); err == nil && iso.Value() == nil {
+			var withValue struct {
+				Value *json.RawMessage `json:"value"`
+			}
+			if json.Unmarshal(raw, &withValue) == nil && withValue.Value == nil {
+				problems = append(problems, fmt.Sprintf("app %s: isolator %q has no value", app.Name, n.Name))
+				continue
+			}
+			if unknownIsolator(raw) {
 				problems = append(problems, fmt.Sprintf("app %s: isolator %q is unknown", app.Name, n.Name))
 			}
 		}
@@ -101,6 +122,18 @@ func isolatorProblem(data []byte) string {
 		}
 	}
 	return strings.Join(problems, "; ")
+}
+
+// unknownIsolator reports whether the appc schema has no type for the
+// isolator in raw.
+func unknownIsolator(raw json.RawMessage) (unknown bool) {
+	defer func() {
+		if recover() != nil {
+			unknown = false
+		}
+	}()
+	var iso types.Isolator
+	return json.Unmarshal(raw, &iso) == nil && iso.Value() == nil
 }
 
 // IsMutable reports whether rkt prepared the pod with `rkt app sandbox`.

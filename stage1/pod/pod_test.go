@@ -217,3 +217,28 @@ func TestCheckSupportedTooManyApps(t *testing.T) {
 		t.Errorf("checkSupported error = %v, want it to contain %q", err, want)
 	}
 }
+
+func TestCheckDeviceCount(t *testing.T) {
+	if err := CheckDeviceCount(MaxApps-2, 0, 2); err != nil {
+		t.Errorf("CheckDeviceCount(%d apps, 2 NICs) = %v, want nil at the limit", MaxApps-2, err)
+	}
+	err := CheckDeviceCount(MaxApps-1, 0, 2)
+	if err == nil || !strings.Contains(err.Error(), "19 apps and 2 network interfaces") {
+		t.Errorf("CheckDeviceCount(%d apps, 2 NICs) = %v, want an error naming both counts", MaxApps-1, err)
+	}
+}
+
+func TestParseManifestIsolatorWithoutValue(t *testing.T) {
+	// The appc schema panics on this manifest.
+	_, err := ParseManifest([]byte(`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a","app":{"isolators":[{"name":"resource/memory"}]}}]}`))
+	if want := `isolator "resource/memory" has no value`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error = %v, want it to contain %q", err, want)
+	}
+}
+
+func TestCheckDeviceCountVolumes(t *testing.T) {
+	err := CheckDeviceCount(MaxApps, 1, 0)
+	if want := "20 apps, volumes and 0 network interfaces, which need 21 virtio devices"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("CheckDeviceCount(%d apps, volumes) = %v, want it to contain %q", MaxApps, err, want)
+	}
+}

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"fmt"
+	"net"
 	"strings"
 
 	govmm "github.com/intel/govmm/qemu"
@@ -102,4 +103,75 @@ func (c Console) QemuParams(*govmm.Config) []string {
 // separates options and two commas stand for one.
 func escapeOption(value string) string {
 	return strings.ReplaceAll(value, ",", ",,")
+}
+
+// TapNIC is a virtio-net device whose host end is a tap device that the
+// supervisor opened and passes to QEMU as descriptor FD.
+type TapNIC struct {
+	ID string
+	// FD is the tap's descriptor number in QEMU's process.
+	FD  int
+	MAC string
+}
+
+// Valid reports whether the NIC can be rendered.
+func (n TapNIC) Valid() bool {
+	return n.ID != "" && n.FD > 2 && validMAC(n.MAC)
+}
+
+// QemuParams renders the -netdev and -device arguments.
+func (n TapNIC) QemuParams(*govmm.Config) []string {
+	return []string{
+		"-netdev", fmt.Sprintf("tap,id=%s,fd=%d", n.ID, n.FD),
+		"-device", fmt.Sprintf("virtio-net-device,netdev=%s,mac=%s", n.ID, n.MAC),
+	}
+}
+
+// HostForward forwards a port of the host's addresses to the guest through
+// QEMU's user-mode network stack.
+type HostForward struct {
+	// Protocol is tcp or udp.
+	Protocol string
+	// HostIP is empty for every address of the host.
+	HostIP    string
+	HostPort  int
+	GuestPort int
+}
+
+// UserNIC is a virtio-net device on QEMU's user-mode network stack (slirp),
+// whose traffic leaves through QEMU's own sockets on the host.
+type UserNIC struct {
+	ID       string
+	MAC      string
+	Forwards []HostForward
+}
+
+// Valid reports whether the NIC can be rendered.
+func (n UserNIC) Valid() bool {
+	if n.ID == "" || !validMAC(n.MAC) {
+		return false
+	}
+	for _, f := range n.Forwards {
+		if (f.Protocol != "tcp" && f.Protocol != "udp") || f.HostPort < 1 || f.HostPort > 65535 || f.GuestPort < 1 || f.GuestPort > 65535 || strings.ContainsAny(f.HostIP, ",:-") {
+			return false
+		}
+	}
+	return true
+}
+
+// QemuParams renders the -netdev and -device arguments.
+func (n UserNIC) QemuParams(*govmm.Config) []string {
+	netdev := "user,id=" + n.ID
+	for _, f := range n.Forwards {
+		netdev += fmt.Sprintf(",hostfwd=%s:%s:%d-:%d", f.Protocol, f.HostIP, f.HostPort, f.GuestPort)
+	}
+	return []string{
+		"-netdev", netdev,
+		"-device", fmt.Sprintf("virtio-net-device,netdev=%s,mac=%s", n.ID, n.MAC),
+	}
+}
+
+func validMAC(mac string) bool {
+	hw, err := net.ParseMAC(mac)
+	return err == nil && len(hw) == 6
 }

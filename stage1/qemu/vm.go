@@ -73,6 +73,9 @@ type VM struct {
 	// Prepare, when set, runs on the thread that starts QEMU, just before.
 	// It may change that thread's namespaces: the thread is never reused.
 	Prepare func() error
+	// Files are passed to QEMU as descriptors 3, 4 and so on, such as the
+	// taps of TapNIC devices.
+	Files []*os.File
 }
 
 // Args returns QEMU's arguments, after the binary. The device order is the
@@ -185,7 +188,7 @@ func (vm *VM) Start(ctx context.Context) (*Process, error) {
 		// A process group of its own keeps a terminal's Ctrl-C away from
 		// QEMU, so that the supervisor can stop the apps gracefully.
 		attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-		p.stderr, p.err = govmm.LaunchCustomQemu(ctx, vm.Bundle.Loader(), argv, nil, attr, nil)
+		p.stderr, p.err = govmm.LaunchCustomQemu(ctx, vm.Bundle.Loader(), argv, vm.Files, attr, nil)
 		close(p.done)
 	}()
 	return p, nil

@@ -78,3 +78,25 @@ func TestShareEscapesCommas(t *testing.T) {
 		t.Errorf("-fsdev %s does not escape the comma", args[1])
 	}
 }
+
+func TestNICArgs(t *testing.T) {
+	tap := TapNIC{ID: "net0", FD: 3, MAC: "0a:58:ac:10:1c:02"}
+	if got := strings.Join(tap.QemuParams(nil), " "); got != "-netdev tap,id=net0,fd=3 -device virtio-net-device,netdev=net0,mac=0a:58:ac:10:1c:02" {
+		t.Errorf("TapNIC args = %s", got)
+	}
+	user := UserNIC{ID: "net0", MAC: "52:54:00:12:34:56", Forwards: []HostForward{{Protocol: "tcp", HostPort: 8080, GuestPort: 80}, {Protocol: "udp", HostIP: "127.0.0.1", HostPort: 53, GuestPort: 53}}}
+	if got := strings.Join(user.QemuParams(nil), " "); got != "-netdev user,id=net0,hostfwd=tcp::8080-:80,hostfwd=udp:127.0.0.1:53-:53 -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56" {
+		t.Errorf("UserNIC args = %s", got)
+	}
+	invalid := []interface{ Valid() bool }{
+		TapNIC{ID: "net0", FD: 1, MAC: "0a:58:ac:10:1c:02"},
+		TapNIC{ID: "net0", FD: 3, MAC: "not-a-mac"},
+		UserNIC{ID: "net0", MAC: "52:54:00:12:34:56", Forwards: []HostForward{{Protocol: "sctp", HostPort: 1, GuestPort: 1}}},
+		UserNIC{ID: "net0", MAC: "52:54:00:12:34:56", Forwards: []HostForward{{Protocol: "tcp", HostIP: "1.2.3.4,x", HostPort: 1, GuestPort: 1}}},
+	}
+	for _, d := range invalid {
+		if d.Valid() {
+			t.Errorf("%+v is valid, want invalid", d)
+		}
+	}
+}

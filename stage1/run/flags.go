@@ -16,6 +16,7 @@ import (
 	"github.com/appc/spec/schema/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/stage1-vm/stage1-vm/stage1/network"
 	"github.com/stage1-vm/stage1-vm/stage1/qemu"
 )
 
@@ -76,8 +77,8 @@ func ParseFlags(args []string) (*Flags, error) {
 // CheckSupported rejects the flags whose behavior is not built yet, so that
 // a pod never runs with a setting silently dropped.
 func (f *Flags) CheckSupported() error {
-	if f.Net != "none" {
-		return fmt.Errorf("--net=%s is not supported yet: only --net=none works in this version of stage1-vm", f.Net)
+	if _, err := network.ParseSpec(f.Net); err != nil {
+		return err
 	}
 	if f.PrivateUsers != "" {
 		return fmt.Errorf("--private-users=%s is not supported yet", f.PrivateUsers)

@@ -51,14 +51,15 @@ func TestParseFlagsRejects(t *testing.T) {
 }
 
 func TestCheckSupportedNet(t *testing.T) {
-	f, _ := ParseFlags([]string{"--net=default", testUUID})
-	err := f.CheckSupported()
-	if err == nil || !strings.Contains(err.Error(), "--net=default") {
-		t.Errorf("CheckSupported(--net=default) = %v, want an error naming the value", err)
+	for _, net := range []string{"default", "none", "host", "default-restricted", "a:IP=10.1.1.5,b"} {
+		f, _ := ParseFlags([]string{"--net=" + net, testUUID})
+		if err := f.CheckSupported(); err != nil {
+			t.Errorf("CheckSupported(--net=%s) = %v", net, err)
+		}
 	}
-	f, _ = ParseFlags([]string{"--net=none", testUUID})
-	if err := f.CheckSupported(); err != nil {
-		t.Errorf("CheckSupported(--net=none) = %v", err)
+	f, _ := ParseFlags([]string{"--net=a:IP=10.1.1.x", testUUID})
+	if err := f.CheckSupported(); err == nil || !strings.Contains(err.Error(), "10.1.1.x") {
+		t.Errorf("CheckSupported(--net=a:IP=10.1.1.x) = %v, want an error naming the value", err)
 	}
 }
 

@@ -156,7 +156,14 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		return 0, err
 	}
 
-	// Step 3: write the config share.
+	// Step 3: attach the networks. Nothing is created before every input
+	// is checked.
+	nets, err := attachNetworks(podDir, manifest, cfg, flags, log, &undo)
+	if err != nil {
+		return 0, err
+	}
+
+	// Step 4: write the config share.
 	runtimeDir := filepath.Join(podDir, pod.RuntimeDir)
 	if err := os.RemoveAll(runtimeDir); err != nil {
 		return 0, err
@@ -176,12 +183,12 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		return 0, err
 	}
 
-	// Step 4: write the pid file; rkt reads it for status and enter.
+	// Step 5: write the pid file; rkt reads it for status and enter.
 	if err := pod.WritePID(podDir, os.Getpid()); err != nil {
 		return 0, err
 	}
 
-	// Step 5: boot the VM and supervise it until it exits.
+	// Step 6: boot the VM and supervise it until it exits.
 	// microvm guests under TCG hung in 5 to 8% of boots while calibrating
 	// the TSC; with tsc_early_khz none of 64 boots hung.
 	tscKHz, err := qemu.HostTSCkHz()
@@ -194,6 +201,8 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		vm.Devices = append(vm.Devices, qemu.Share{Tag: guestconfig.VolumesTag, Path: share.Dir})
 		vm.Prepare = share.MountInNewNamespace
 	}
+	vm.Devices = append(vm.Devices, nets.devices...)
+	vm.Files = nets.files
 	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug, signals: sigs}
 	return sup.boot(vm, settings)
 }

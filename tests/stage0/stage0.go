@@ -67,6 +67,9 @@ type Options struct {
 	// as rkt writes etc/rkt-resolv.conf for --dns and etc/rkt-hosts for
 	// --hosts-entry.
 	Stage1Files map[string]string
+	// Ports are the pod manifest's forwarded ports, as rkt writes them
+	// for --port NAME:HOSTPORT.
+	Ports []types.ExposedPort
 }
 
 // Result is what a finished pod left.
@@ -221,6 +224,7 @@ func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]strin
 		})
 	}
 	pm.Volumes = opts.Volumes
+	pm.Ports = opts.Ports
 	data := opts.Manifest
 	if data == nil {
 		if data, err = json.Marshal(pm); err != nil {
@@ -368,4 +372,19 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, data, 0o644)
+}
+
+// Exited reports whether the run entrypoint has exited, including as a
+// zombie that Wait has not collected yet.
+func (p *Pod) Exited() bool {
+	if p.cmd.ProcessState != nil {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z'
 }
