@@ -506,3 +506,27 @@ func TestNetChainedPluginsConflist(t *testing.T) {
 	}
 	stopServer(t, pod)
 }
+
+// TestNetDNSAndMetadataURL checks that the DNS settings a network's plugins
+// return become the app's /etc/resolv.conf in the default mode, and that
+// --mds-token gives apps AC_METADATA_URL on the host side of the network.
+func TestNetDNSAndMetadataURL(t *testing.T) {
+	d := newDriver(t)
+	flag := writeNetConf(t, d, "30-dns.conf", `{"cniVersion": "0.4.0", "name": "withdns", "type": "ptp", "ipMasq": false,
+	"ipam": {"type": "host-local", "subnet": "172.30.3.0/24"},
+	"dns": {"nameservers": ["192.0.2.53"], "search": ["example.com"]}}`)
+	app := busyboxApp(t, "dns", "/bin/sh", "-c", `cat /etc/resolv.conf; echo "$AC_METADATA_URL"`)
+	res := run(t, d, []stage0.App{app}, []string{"--net=withdns", flag, "--mds-token=0123abcd"})
+	if res.ExitCode != 0 {
+		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	want := "nameserver 192.0.2.53\nsearch example.com\nhttp://172.30.3.1:18112/0123abcd\n"
+	if res.Stdout != want {
+		t.Errorf("stdout = %q, want %q", res.Stdout, want)
+	}
+
+	res = run(t, d, []stage0.App{app}, []string{"--net=withdns", flag, "--dns-conf-mode=resolv=none"})
+	if strings.Contains(res.Stdout, "192.0.2.53") {
+		t.Errorf("with resolv=none the plugin's DNS reached the app: %q", res.Stdout)
+	}
+}

@@ -54,6 +54,13 @@ type Attachment struct {
 	Interfaces []guestconfig.Interface
 	// Taps are the tap devices for QEMU, one per interface.
 	Taps []*os.File
+	// DNS is the DNS configuration of the first network whose plugins
+	// returned one; it may be empty.
+	DNS cnitypes.DNS
+	// HostIP is the host's address on the network that forwarded ports go
+	// to (the gateway of its first IPv4 address), where apps reach rkt's
+	// metadata service. It is nil when the plugins gave no gateway.
+	HostIP net.IP
 }
 
 // Close closes the tap files of the run entrypoint. QEMU keeps its own.
@@ -165,6 +172,14 @@ func (p Pod) Up(ctx context.Context, nets []Network, args map[string][][2]string
 			return nil, fmt.Errorf("add network %q (%s) as %s: %w", n.Name, n.File, a.IfName, err)
 		}
 		infos = append(infos, newNetInfo(a, list, res, paths))
+		if r, err := current.NewResultFromResult(res); err == nil {
+			if len(att.DNS.Nameservers) == 0 && len(r.DNS.Nameservers) > 0 {
+				att.DNS = r.DNS
+			}
+			if i == forward {
+				att.HostIP = firstGateway(r)
+			}
+		}
 	}
 
 	for i, a := range st.Networks {
@@ -245,6 +260,16 @@ func withIgnoreUnknown(args [][2]string) [][2]string {
 		}
 	}
 	return append([][2]string{{"IgnoreUnknown", "1"}}, args...)
+}
+
+// firstGateway returns the gateway of the result's first IPv4 address.
+func firstGateway(r *current.Result) net.IP {
+	for _, ip := range r.IPs {
+		if ip.Address.IP.To4() != nil && ip.Gateway != nil {
+			return ip.Gateway
+		}
+	}
+	return nil
 }
 
 // forwardTarget returns the index of the network that forwarded ports go

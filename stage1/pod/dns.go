@@ -123,3 +123,16 @@ func dnsMounts(files map[string][]byte) []guestconfig.Mount {
 	}
 	return mounts
 }
+
+// UseResolvConf gives every app data as its /etc/resolv.conf, as the DNS
+// configuration a network plugin returned. It must run before Prepare.
+func (v *Volumes) UseResolvConf(cfg *guestconfig.Pod, data []byte) {
+	if _, ok := v.plan.configFiles[resolvConfFile]; ok {
+		return
+	}
+	v.plan.configFiles[resolvConfFile] = data
+	for i := range cfg.Apps {
+		mounts := dnsMounts(map[string][]byte{resolvConfFile: data})
+		cfg.Apps[i].Mounts = append(mounts, cfg.Apps[i].Mounts...)
+	}
+}

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/appc/spec/schema"
+	cnitypes "github.com/containernetworking/cni/pkg/types"
 	govmm "github.com/intel/govmm/qemu"
 
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
@@ -21,6 +25,11 @@ import (
 type podNetworks struct {
 	devices []govmm.Device
 	files   []*os.File
+	// dns is the DNS configuration the plugins returned, if any.
+	dns cnitypes.DNS
+	// hostIP is where apps reach the host's metadata service; nil without
+	// a network.
+	hostIP net.IP
 }
 
 // firstTapFD is the descriptor number of QEMU's first extra file.
@@ -61,6 +70,7 @@ func attachNetworks(podDir string, manifest *schema.PodManifest, cfg *guestconfi
 		}
 		cfg.Interfaces = []guestconfig.Interface{network.UserModeInterface()}
 		result.devices = []govmm.Device{nic}
+		result.hostIP = net.ParseIP(network.UserModeGateway)
 		return result, nil
 	}
 
@@ -97,6 +107,7 @@ func attachNetworks(podDir string, manifest *schema.PodManifest, cfg *guestconfi
 		result.devices = append(result.devices, qemu.TapNIC{ID: fmt.Sprintf("net%d", i), FD: firstTapFD + i, MAC: iface.MAC})
 	}
 	result.files = att.Taps
+	result.dns, result.hostIP = att.DNS, att.HostIP
 	return result, nil
 }
 
@@ -107,4 +118,39 @@ func volumeShares(cfg *guestconfig.Pod) int {
 		return 1
 	}
 	return 0
+}
+
+// MetadataServicePort is where rkt's metadata service listens for apps.
+const MetadataServicePort = 18112
+
+var validMDSToken = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// metadataURL returns AC_METADATA_URL for the pod's apps: rkt's metadata
+// service on the host side of the pod's network, with the pod's token.
+func metadataURL(token string, nets podNetworks) (string, error) {
+	if !validMDSToken.MatchString(token) {
+		return "", fmt.Errorf("invalid --mds-token %q: rkt gives letters, digits, - and _", token)
+	}
+	if nets.hostIP == nil {
+		return "", errors.New("--mds-token needs a network whose plugins return a gateway, on which the host serves the metadata: use --net=default or --net=host")
+	}
+	return fmt.Sprintf("http://%s/%s", net.JoinHostPort(nets.hostIP.String(), fmt.Sprint(MetadataServicePort)), token), nil
+}
+
+// resolvConf renders a DNS configuration in resolv.conf syntax.
+func resolvConf(dns cnitypes.DNS) []byte {
+	var b strings.Builder
+	for _, ns := range dns.Nameservers {
+		fmt.Fprintf(&b, "nameserver %s\n", ns)
+	}
+	if dns.Domain != "" {
+		fmt.Fprintf(&b, "domain %s\n", dns.Domain)
+	}
+	if len(dns.Search) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(dns.Search, " "))
+	}
+	if len(dns.Options) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(dns.Options, " "))
+	}
+	return []byte(b.String())
 }

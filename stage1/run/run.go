@@ -162,6 +162,18 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if err != nil {
 		return 0, err
 	}
+	if dns.Resolv == "default" && len(nets.dns.Nameservers) > 0 {
+		vols.UseResolvConf(cfg, resolvConf(nets.dns))
+	}
+	if flags.MDSToken != "" {
+		url, err := metadataURL(flags.MDSToken, nets)
+		if err != nil {
+			return 0, err
+		}
+		for i := range cfg.Apps {
+			cfg.Apps[i].Env = setEnv(cfg.Apps[i].Env, "AC_METADATA_URL", url)
+		}
+	}
 
 	// Step 4: write the config share.
 	runtimeDir := filepath.Join(podDir, pod.RuntimeDir)
@@ -277,4 +289,15 @@ func stopSignals() <-chan os.Signal {
 	ch := make(chan os.Signal, 8)
 	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
 	return ch
+}
+
+// setEnv sets name to value in env, replacing an earlier value.
+func setEnv(env []string, name, value string) []string {
+	for i, kv := range env {
+		if strings.HasPrefix(kv, name+"=") {
+			env[i] = name + "=" + value
+			return env
+		}
+	}
+	return append(env, name+"="+value)
 }
