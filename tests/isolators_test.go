@@ -50,6 +50,7 @@ func TestIsolatorsApplied(t *testing.T) {
 		grep MemTotal /proc/meminfo`)
 	inspector.App.Isolators = types.Isolators{
 		isolator(t, "os/linux/capabilities-retain-set", `{"set":["CAP_SYS_ADMIN"]}`),
+		isolator(t, "os/linux/seccomp-retain-set", `{"set":["@appc.io/all"]}`),
 	}
 	res := run(t, d, []stage0.App{limited, inspector}, nil)
 	if res.ExitCode != 0 {
@@ -161,5 +162,32 @@ func TestKernelPathsProtected(t *testing.T) {
 	res = run(t, d, []stage0.App{app}, []string{"--net=none", "--disable-capabilities-restriction", "--disable-paths"})
 	if !strings.HasPrefix(res.Stdout, "sysctl-written\n") || strings.Contains(res.Stdout, "sys-fs 0\n") {
 		t.Errorf("with --disable-paths: stdout = %q, want panic_on_oom written and /sys/fs listed", res.Stdout)
+	}
+}
+
+// TestSeccompFilters checks the default filter, which kills an app that
+// calls mount, a remove set with an errno, and --disable-seccomp.
+func TestSeccompFilters(t *testing.T) {
+	d := newDriver(t)
+	mounter := busyboxApp(t, "mounter", "/bin/sh", "-c", `mkdir -p /m; mount -t tmpfs none /m; echo "mount=$?"; grep ^NoNewPrivs /proc/self/status`)
+	mounter.App.User = "1000"
+	res := run(t, d, []stage0.App{mounter}, nil)
+	// 159 is 128 + SIGSYS; a user other than root gets no_new_privs with
+	// the filter.
+	if want := "mount=159\nNoNewPrivs:\t1\n"; res.Stdout != want {
+		t.Errorf("default filter: stdout = %q, want %q", res.Stdout, want)
+	}
+
+	res = run(t, d, []stage0.App{mounter}, []string{"--net=none", "--disable-seccomp"})
+	if strings.Contains(res.Stdout, "mount=159") || !strings.Contains(res.Stdout, "NoNewPrivs:\t0") {
+		t.Errorf("--disable-seccomp: stdout = %q, want mount to fail without SIGSYS and no no_new_privs", res.Stdout)
+	}
+
+	namer := busyboxApp(t, "namer", "/bin/sh", "-c", `echo "[$(uname -s 2>/dev/null)]"; echo still-running`)
+	namer.App.Isolators = types.Isolators{isolator(t, "os/linux/seccomp-remove-set", `{"set":["uname"],"errno":"ENOSYS"}`)}
+	res = run(t, d, []stage0.App{namer}, nil)
+	// busybox's uname prints nothing when uname(2) fails.
+	if want := "[]\nstill-running\n"; res.Stdout != want {
+		t.Errorf("remove set: stdout = %q, want %q", res.Stdout, want)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/stage1-vm/stage1-vm/init/ports"
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+	"github.com/stage1-vm/stage1-vm/internal/seccomp"
 )
 
 // Exit statuses of Exec when the app cannot start, as a shell reports them.
@@ -147,7 +148,15 @@ func enterAndExec(app guestconfig.App, argv []string, preStart bool) (int, error
 		}
 		marker.Close()
 	}
-	err := unix.Exec(argv[0], argv, app.Env)
+	var err error
+	if app.Seccomp != nil {
+		// NOTE: the pre-start handler above runs without the filter, because
+		// the exec of a child would need calls that a retain set may leave
+		// out.
+		err = seccomp.InstallAndExec(*app.Seccomp, argv[0], argv, app.Env)
+	} else {
+		err = unix.Exec(argv[0], argv, app.Env)
+	}
 	status := StatusCannotExecute
 	if errors.Is(err, unix.ENOENT) {
 		status = StatusNotFound

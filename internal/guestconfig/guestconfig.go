@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/stage1-vm/stage1-vm/internal/seccomp"
 )
 
 // Names shared by both sides. The mount tags and port names are fixed
@@ -149,6 +151,8 @@ type App struct {
 	Capabilities         []uint `json:"capabilities,omitempty"`
 	// NoNewPrivileges sets the no_new_privs bit before the app starts.
 	NoNewPrivileges bool `json:"noNewPrivileges,omitempty"`
+	// Seccomp is the app's system call filter; nil for none.
+	Seccomp *seccomp.Filter `json:"seccomp,omitempty"`
 
 	// PreStart and PostStop are the exec lines of the app's event
 	// handlers, empty when the app has none.

@@ -30,6 +30,9 @@ type Options struct {
 	DNS DNSMode
 	// DisablePaths is --disable-paths.
 	DisablePaths bool
+	// DisableSeccomp is --disable-seccomp: apps run without a system call
+	// filter.
+	DisableSeccomp bool
 }
 
 // GuestConfig converts the pod manifest into the guest's configuration and

@@ -68,6 +68,8 @@ func applyIsolators(app *guestconfig.App, isolators types.Isolators, opts Option
 			retain = append(retain, capabilityNames(v.Set())...)
 		case *types.LinuxCapabilitiesRevokeSet:
 			remove = append(remove, capabilityNames(v.Set())...)
+		case *types.LinuxSeccompRetainSet, *types.LinuxSeccompRemoveSet:
+			// Read below, with the default filter.
 		case nil:
 			return fmt.Errorf("isolator %q is unknown; remove it from the image or pod manifest", iso.Name)
 		default:
@@ -84,6 +86,16 @@ func applyIsolators(app *guestconfig.App, isolators types.Isolators, opts Option
 	if !opts.DisableCapabilities {
 		app.RestrictCapabilities = true
 		app.Capabilities = caps
+	}
+	if !opts.DisableSeccomp {
+		if app.Seccomp, err = seccompFilter(isolators); err != nil {
+			return err
+		}
+		// Without CAP_SYS_ADMIN, which an app of another user lacks,
+		// the kernel loads a filter only under no_new_privs.
+		if app.Seccomp != nil && app.UID != 0 {
+			app.NoNewPrivileges = true
+		}
 	}
 	return nil
 }

@@ -55,7 +55,10 @@ func TestApplyIsolatorsRejects(t *testing.T) {
 		`{"name":"os/linux/capabilities-retain-set","value":{"set":["CAP_CHOWN"]}},{"name":"os/linux/capabilities-remove-set","value":{"set":["CAP_KILL"]}}`: "cannot be used together",
 		`{"name":"os/linux/capabilities-retain-set","value":{"set":["CAP_NOPE"]}}`:                                                                           `unknown capability "CAP_NOPE"`,
 		`{"name":"example.com/custom","value":{}}`:                                                                                                           `isolator "example.com/custom" is unknown`,
-		`{"name":"os/linux/seccomp-retain-set","value":{"set":["read"]}}`:                                                                                    "not supported yet",
+		`{"name":"os/linux/seccomp-retain-set","value":{"set":["read","nosuchcall"]}}`:                                                                       `unknown system call "nosuchcall"`,
+		`{"name":"os/linux/seccomp-remove-set","value":{"set":["@systemd/clock"]}}`:                                                                          `seccomp group "@systemd/clock" is not supported`,
+		`{"name":"os/linux/seccomp-remove-set","value":{"set":["mount"],"errno":"EBOGUS"}}`:                                                                  `unknown errno "EBOGUS"`,
+		`{"name":"os/unix/sysctl","value":{"net.ipv4.ip_forward":"1"}}`:                                                                                      "not supported yet",
 	}
 	for isolators, want := range cases {
 		pm, err := ParseManifest([]byte(volumeManifest(`,"isolators":[`+isolators+`]`, "", "")))

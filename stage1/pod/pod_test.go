@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
 )
 
 const testUUID = "6ee58c77-c0fe-4567-82bd-6b08ed314883"
@@ -66,9 +68,8 @@ func TestGuestConfigSingleApp(t *testing.T) {
 	}
 }
 
-func TestGuestConfigRejectsUnsupportedFixture(t *testing.T) {
-	// rkt's manifest of two apps with volumes and isolators: this version
-	// rejects its seccomp isolator before boot instead of dropping it.
+func TestGuestConfigVolumesIsolatorsFixture(t *testing.T) {
+	// rkt's manifest of two apps with volumes and isolators.
 	data := strings.ReplaceAll(string(loadFixture(t, "two-apps-volumes-isolators.json")), "/srv/data/vol", t.TempDir())
 	pm, err := ParseManifest([]byte(data))
 	if err != nil {
@@ -78,9 +79,39 @@ func TestGuestConfigRejectsUnsupportedFixture(t *testing.T) {
 	for _, a := range pm.Apps {
 		names = append(names, a.Name.String())
 	}
-	_, _, err = GuestConfig(makePodDir(t, names...), pm, Options{UUID: testUUID, Hostname: "h"})
-	if err == nil || !strings.Contains(err.Error(), `isolator "os/linux/seccomp-retain-set" is not supported yet`) {
-		t.Errorf("GuestConfig error = %v, want the seccomp isolator rejected", err)
+	cfg, _, err := GuestConfig(makePodDir(t, names...), pm, Options{UUID: testUUID, Hostname: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, a2 := cfg.Apps[0], cfg.Apps[1]
+	if a1.MemoryMax != 64000000 || a1.CPUMillis != 500 || a1.CPUWeight != 50 || a1.OOMScoreAdjust == nil || *a1.OOMScoreAdjust != 100 {
+		t.Errorf("a1 resources = memory %d, cpu %d, weight %d, oom %v", a1.MemoryMax, a1.CPUMillis, a1.CPUWeight, a1.OOMScoreAdjust)
+	}
+	if !reflect.DeepEqual(a1.Capabilities, []uint{0, 12}) {
+		t.Errorf("a1 capabilities = %v, want CAP_CHOWN and CAP_NET_ADMIN", a1.Capabilities)
+	}
+	if a1.Seccomp == nil || !a1.Seccomp.Allow || a1.Seccomp.Errno != 1 {
+		t.Fatalf("a1 seccomp = %+v, want an allow list refusing with EPERM", a1.Seccomp)
+	}
+	// chmod and chown are 90 and 92 on x86-64; execve (59) is always allowed.
+	for _, nr := range []uint32{90, 92, 59} {
+		found := false
+		for _, got := range a1.Seccomp.Syscalls {
+			found = found || got == nr
+		}
+		if !found {
+			t.Errorf("a1 seccomp lacks system call %d: %v", nr, a1.Seccomp.Syscalls)
+		}
+	}
+	wantMounts := []guestconfig.Mount{{View: "rw/data", Target: "/data"}, {View: "rw/scratch", Target: "/scratch"}}
+	if !reflect.DeepEqual(a1.Mounts, wantMounts) {
+		t.Errorf("a1 mounts = %+v, want %+v", a1.Mounts, wantMounts)
+	}
+	if len(a2.Mounts) != 1 || a2.Mounts[0].View != "rw/scratch" {
+		t.Errorf("a2 mounts = %+v, want the shared scratch volume", a2.Mounts)
+	}
+	if a2.Seccomp == nil || !a2.Seccomp.Allow || a2.Seccomp.Errno != 0 {
+		t.Errorf("a2 seccomp = %+v, want the default allow list", a2.Seccomp)
 	}
 }
 

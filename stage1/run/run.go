@@ -134,6 +134,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		DisableCapabilities: flags.DisableCapabilitiesRestriction,
 		DNS:                 dns,
 		DisablePaths:        flags.DisablePaths,
+		DisableSeccomp:      flags.DisableSeccomp,
 	})
 	if err != nil {
 		return 0, err
