@@ -101,7 +101,8 @@ func (f Filter) Program() []unix.SockFilter {
 // with argv and env. The caller must hold its OS thread locked and have set
 // no_new_privs or hold CAP_SYS_ADMIN. Everything the exec needs is prepared
 // before the filter is on, so that the Go runtime makes no other call in
-// between. It returns only on failure.
+// between. It returns only on failure, with the bare errno when execve(2)
+// failed, as unix.Exec does.
 func InstallAndExec(f Filter, argv0 string, argv, env []string) error {
 	prog := f.Program()
 	if len(prog) > unix.BPF_MAXINSNS {
@@ -124,7 +125,7 @@ func InstallAndExec(f Filter, argv0 string, argv, env []string) error {
 		return fmt.Errorf("load the seccomp filter: %w", errno)
 	}
 	_, _, errno := unix.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(&argvp[0])), uintptr(unsafe.Pointer(&envp[0])))
-	return fmt.Errorf("exec %s: %w", argv0, errno)
+	return errno
 }
 
 // String describes the filter for logs.
