@@ -28,13 +28,7 @@ func TestDNSConfModeStage0(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.ExitCode != 0 {
-		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
-	}
-	want := "nameserver 192.0.2.53\nsearch example.com\n--\n192.0.2.7\tdb\n127.0.0.1\tdnspod\n"
-	if res.Stdout != want {
-		t.Errorf("stdout = %q, want %q", res.Stdout, want)
-	}
+	wantOutput(t, res, "nameserver 192.0.2.53\nsearch example.com\n--\n192.0.2.7\tdb\n127.0.0.1\tdnspod\n")
 }
 
 // TestDNSConfModeHostAndDefault checks that host mode replaces the image's

@@ -119,6 +119,18 @@ func run(t *testing.T, d *stage0.Driver, apps []stage0.App, args []string) *stag
 	return res
 }
 
+// wantOutput fails the test unless the pod exited with 0 and wrote exactly
+// want on stdout.
+func wantOutput(t *testing.T, res *stage0.Result, want string) {
+	t.Helper()
+	if res.ExitCode != 0 {
+		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	if res.Stdout != want {
+		t.Errorf("stdout = %q, want %q", res.Stdout, want)
+	}
+}
+
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 // TestMain removes the test images after the tests.

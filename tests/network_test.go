@@ -517,13 +517,7 @@ func TestNetDNSAndMetadataURL(t *testing.T) {
 	"dns": {"nameservers": ["192.0.2.53"], "search": ["example.com"]}}`)
 	app := busyboxApp(t, "dns", "/bin/sh", "-c", `cat /etc/resolv.conf; echo "$AC_METADATA_URL"`)
 	res := run(t, d, []stage0.App{app}, []string{"--net=withdns", flag, "--mds-token=0123abcd"})
-	if res.ExitCode != 0 {
-		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
-	}
-	want := "nameserver 192.0.2.53\nsearch example.com\nhttp://172.30.3.1:18112/0123abcd\n"
-	if res.Stdout != want {
-		t.Errorf("stdout = %q, want %q", res.Stdout, want)
-	}
+	wantOutput(t, res, "nameserver 192.0.2.53\nsearch example.com\nhttp://172.30.3.1:18112/0123abcd\n")
 
 	res = run(t, d, []stage0.App{app}, []string{"--net=withdns", flag, "--dns-conf-mode=resolv=none"})
 	if strings.Contains(res.Stdout, "192.0.2.53") {

@@ -33,13 +33,7 @@ func TestUserNameFromImage(t *testing.T) {
 		SupplementaryGIDs: []int{2000},
 	}}
 	res := run(t, d, []stage0.App{app}, nil)
-	if res.ExitCode != 0 {
-		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
-	}
-	want := "1000 1000 1000 2000 /home/worker worker worker\ndenied\n"
-	if res.Stdout != want {
-		t.Errorf("stdout = %q, want %q", res.Stdout, want)
-	}
+	wantOutput(t, res, "1000 1000 1000 2000 /home/worker worker worker\ndenied\n")
 }
 
 func TestUnknownUserFailsBeforeBoot(t *testing.T) {
@@ -116,11 +110,5 @@ func TestHostnameAndHosts(t *testing.T) {
 		{Name: "kept", Image: withHosts, App: types.App{Exec: []string{"/bin/sh", "-c", "sleep 1; cat /etc/hosts"}, User: "0", Group: "0"}},
 	}
 	res := run(t, d, apps, []string{"--net=none", "--hostname=web-1"})
-	if res.ExitCode != 0 {
-		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
-	}
-	want := "web-1\n127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\tweb-1\n10.1.2.3 from-image\n"
-	if res.Stdout != want {
-		t.Errorf("stdout = %q, want %q", res.Stdout, want)
-	}
+	wantOutput(t, res, "web-1\n127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\tweb-1\n10.1.2.3 from-image\n")
 }

@@ -81,13 +81,7 @@ func TestHostVolumes(t *testing.T) {
 		hostVolume(t, "in", ro, true),
 		hostVolume(t, "conf", conf, true),
 	}, "--disable-capabilities-restriction", "--disable-seccomp")
-	if res.ExitCode != 0 {
-		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
-	}
-	want := "from-host\nsetting=1\nro-write-denied\nremounted\nro-write-denied\nfile-write-denied\n"
-	if res.Stdout != want {
-		t.Errorf("stdout = %q, want %q", res.Stdout, want)
-	}
+	wantOutput(t, res, "from-host\nsetting=1\nro-write-denied\nremounted\nro-write-denied\nfile-write-denied\n")
 	data, err := os.ReadFile(filepath.Join(rw, "result"))
 	if err != nil || string(data) != "written\n" {
 		t.Errorf("the write to the read-write volume did not reach the host: %q, %v", data, err)
@@ -116,13 +110,7 @@ func TestEmptyVolumesShared(t *testing.T) {
 	res := runWithVolumes(t, d, []stage0.App{writer, reader}, []types.Volume{
 		emptyVolume(t, "scratch", "1770", 1000, 2000),
 	})
-	if res.ExitCode != 0 {
-		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
-	}
-	want := "from-writer\n1770 1000 2000\n755 0 0\n"
-	if res.Stdout != want {
-		t.Errorf("stdout = %q, want %q", res.Stdout, want)
-	}
+	wantOutput(t, res, "from-writer\n1770 1000 2000\n755 0 0\n")
 }
 
 // TestMountTargetThroughSymlinks gives the image links that point out of
