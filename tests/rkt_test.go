@@ -110,3 +110,92 @@ func TestRktStage1Name(t *testing.T) {
 		t.Errorf("rkt run --stage1-name: status %d, stdout %q, stderr:\n%s", status, stdout, stderr)
 	}
 }
+
+// TestRktVolumesDNSAndLimits passes volumes, mounts, --dns, --hosts-entry
+// and resource limits through rkt's own flags.
+func TestRktVolumesDNSAndLimits(t *testing.T) {
+	e := requireRkt(t)
+	rw, ro := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(ro, "in"), []byte("read-only-input\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `echo written > /data/out
+		cat /ro/in
+		echo x > /ro/new 2>/dev/null && echo ro-writable || echo ro-denied
+		grep nameserver /etc/resolv.conf
+		grep db /etc/hosts
+		mkdir -p /cg && mount -t cgroup2 none /cg 2>/dev/null; echo "mounted=$?"`
+	stdout, stderr, status := e.run(t, "run", "--net=none", "--stage1-path="+e.aci,
+		"--volume=data,kind=host,source="+rw, "--volume=ro,kind=host,source="+ro+",readOnly=true",
+		"--dns=192.0.2.53", "--hosts-entry=192.0.2.7=db",
+		e.appACI, "--mount=volume=data,target=/data", "--mount=volume=ro,target=/ro",
+		"--memory=42Mi", "--cpu=500m", "--exec=/bin/sh", "--", "-c", script)
+	if status != 0 {
+		t.Fatalf("rkt run: status %d, stdout %q, stderr:\n%s", status, stdout, stderr)
+	}
+	for _, want := range []string{"read-only-input\n", "ro-denied\n", "nameserver 192.0.2.53\n", "192.0.2.7", "mounted=159\n"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+	if data, err := os.ReadFile(filepath.Join(rw, "out")); err != nil || string(data) != "written\n" {
+		t.Errorf("the write to the volume did not reach the host: %q, %v", data, err)
+	}
+}
+
+// TestRktStdinNullStdoutFile runs rkt as a service manager would: stdin
+// from /dev/null and stdout to a file. Nothing may hang.
+func TestRktStdinNullStdoutFile(t *testing.T) {
+	e := requireRkt(t)
+	out, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+	cmd := exec.Command(e.rkt, "--dir="+e.dataDir, "--insecure-options=image,ondisk", "run", "--net=none", "--stage1-path="+e.aci, e.appACI)
+	cmd.Env = append(os.Environ(), tcg...)
+	cmd.Stdin, cmd.Stdout = devNull, out
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("rkt run: %v, stderr:\n%s", err, stderr.String())
+	}
+	data, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "hello-from-rkt\n") {
+		t.Errorf("stdout file = %q, want the app's output", data)
+	}
+}
+
+// TestRktDefaultNetwork runs a pod on rkt's default network, which rkt
+// picks without --net, and checks rkt list and gc.
+func TestRktDefaultNetwork(t *testing.T) {
+	e := requireRkt(t)
+	stdout, stderr, status := e.run(t, "run", "--stage1-path="+e.aci, e.appACI,
+		"--exec=/bin/sh", "--", "-c", "ip -4 -o addr show dev eth0")
+	if status != 0 || !strings.Contains(stdout, "172.16.28.") {
+		t.Fatalf("rkt run: status %d, stdout %q, stderr:\n%s", status, stdout, stderr)
+	}
+	list, _, _ := e.run(t, "list", "--no-legend", "--full")
+	if !strings.Contains(list, "default:ip4=172.16.28.") {
+		t.Errorf("rkt list does not show the pod's address:\n%s", list)
+	}
+	fields := strings.Fields(list)
+	if len(fields) == 0 {
+		t.Fatal("rkt list shows no pod")
+	}
+	uuid := fields[0]
+	if _, stderr, status := e.run(t, "gc", "--grace-period=0s"); status != 0 {
+		t.Errorf("rkt gc: status %d, stderr:\n%s", status, stderr)
+	}
+	if _, err := os.Stat(netnsPath(uuid)); err == nil {
+		t.Errorf("the network namespace of pod %s is left after gc", uuid)
+	}
+}

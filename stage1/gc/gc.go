@@ -52,6 +52,9 @@ func GC(args []string) error {
 	if err := np.Down(context.Background()); err != nil {
 		return fmt.Errorf("release the networks of pod %s: %w", uuid, err)
 	}
+	if err := os.Remove(network.NetInfoFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s of pod %s: %w", network.NetInfoFile, uuid, err)
+	}
 	if err := os.RemoveAll(pod.RuntimeDir); err != nil {
 		return fmt.Errorf("remove runtime folder of pod %s: %w", uuid, err)
 	}

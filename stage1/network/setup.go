@@ -197,10 +197,11 @@ func (p Pod) Up(ctx context.Context, nets []Network, args map[string][][2]string
 }
 
 // Down detaches every network that the pod directory's state lists, with
-// CNI DEL in reverse order, then removes the network namespace, the state
-// and net-info.json. It is safe to repeat, and a pod without networks has
-// nothing to do. When a DEL fails, the state stays, so that the next Down
-// (in gc) runs the DELs again.
+// CNI DEL in reverse order, then removes the network namespace and the
+// state. net-info.json stays until gc, so that `rkt list` shows an exited
+// pod's addresses, as with rkt's default stage1. Down is safe to repeat,
+// and a pod without networks has nothing to do. When a DEL fails, the
+// state stays, so that the next Down (in gc) runs the DELs again.
 func (p Pod) Down(ctx context.Context) error {
 	st, err := p.loadState()
 	if errors.Is(err, os.ErrNotExist) {
@@ -240,9 +241,6 @@ func (p Pod) Down(ctx context.Context) error {
 	}
 	if result != nil {
 		return result
-	}
-	if err := os.Remove(filepath.Join(p.Dir, NetInfoFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
 	}
 	return os.RemoveAll(filepath.Join(p.Dir, StateDir))
 }
