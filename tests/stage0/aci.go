@@ -31,7 +31,12 @@ func WriteAppACI(rootfs, name string, exec []string, out string) error {
 	if err != nil {
 		return err
 	}
+	return WriteACI(rootfs, manifest, out)
+}
 
+// WriteACI packs the image tree rootfs into an uncompressed ACI at out,
+// with the given image manifest.
+func WriteACI(rootfs string, manifest []byte, out string) error {
 	f, err := os.Create(out)
 	if err != nil {
 		return err
