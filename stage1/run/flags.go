@@ -89,6 +89,13 @@ func (f *Flags) CheckSupported() error {
 	if f.Mutable {
 		return errors.New("--mutable (rkt app sandbox) is not supported yet")
 	}
+	switch f.IPC {
+	case "", "auto", "private":
+	case "parent":
+		return errors.New("--ipc=parent: a pod VM cannot share the host's IPC namespace; use --ipc=auto or private")
+	default:
+		return fmt.Errorf("invalid --ipc=%s: use auto, private or parent", f.IPC)
+	}
 	return nil
 }
 

@@ -94,3 +94,22 @@ func TestReadVMSettingsRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckSupportedIPC(t *testing.T) {
+	for ipc, want := range map[string]string{
+		"":        "",
+		"auto":    "",
+		"private": "",
+		"parent":  "cannot share the host's IPC namespace",
+		"host":    "invalid --ipc=host",
+	} {
+		f := &Flags{Net: "none", IPC: ipc}
+		err := f.CheckSupported()
+		if want == "" && err != nil {
+			t.Errorf("--ipc=%s: %v", ipc, err)
+		}
+		if want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("--ipc=%s: error = %v, want it to contain %q", ipc, err, want)
+		}
+	}
+}
