@@ -216,7 +216,7 @@ func enter(app guestconfig.App) error {
 	return nil
 }
 
-// lastCapability returns the highest capability number the kernel knows.
+// lastCapability returns the highest capability number of the running kernel.
 func lastCapability() (uint, error) {
 	data, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/stage1-vm/stage1-vm/internal/inroot"
 )
 
-// Kernel interfaces that an app sees read-only or not at all, unless the
+// Kernel interfaces that are read-only or hidden in an app, unless the
 // pod runs with --disable-paths. The guest kernel belongs to the pod alone,
 // but an app should not change or read what the other apps of the pod
 // depend on, as with rkt's default stage1.

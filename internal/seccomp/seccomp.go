@@ -17,8 +17,8 @@ type Filter struct {
 	Allow bool `json:"allow,omitempty"`
 	// Syscalls are x86-64 system call numbers.
 	Syscalls []uint32 `json:"syscalls"`
-	// Errno is what a refused call returns; 0 kills the process with
-	// SIGSYS instead.
+	// Errno is the error number a refused call returns; 0 kills the
+	// process with SIGSYS instead.
 	Errno uint32 `json:"errno,omitempty"`
 }
 
@@ -33,7 +33,7 @@ func Number(name string) (uint32, bool) {
 	return n, ok
 }
 
-// Names returns every system call name the table knows, sorted.
+// Names returns every system call name in the table, sorted.
 func Names() []string {
 	names := make([]string, 0, len(syscallNumbers))
 	for name := range syscallNumbers {

@@ -36,7 +36,7 @@ var capabilityNumbers = map[string]uint{
 
 // applyIsolators sets the app's resource limits and privileges from its
 // isolators. An isolator this version cannot apply is an error, so that an
-// app never runs with less isolation than its manifest asks for.
+// app never runs with less isolation than its manifest requests.
 func applyIsolators(app *guestconfig.App, isolators types.Isolators, opts Options) error {
 	var retain, remove []string
 	for _, iso := range isolators {

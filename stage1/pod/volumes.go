@@ -57,8 +57,9 @@ type volumePlan struct {
 // makes them, and the views and empty volumes the host prepares. It follows
 // rkt's rules: the app's mounts first; then each mount point of the image
 // that no mount covers, satisfied by the volume of the same name or by an
-// implicit empty volume named <app>-<mount point>. A mount is read-only when
-// the volume says so, or else when the image's mount point of that name does.
+// implicit empty volume named <app>-<mount point>. A mount is read-only
+// when the volume sets readOnly, or else when the image's mount point of
+// that name does.
 func resolveMounts(podDir string, pm *schema.PodManifest) (map[string][]guestconfig.Mount, *volumePlan, error) {
 	plan := &volumePlan{
 		podDir:  podDir,

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// View is one volume as the guest sees it, read-write or read-only.
+// View is one volume as exported to the guest, read-write or read-only.
 type View struct {
 	// Name is the volume name from the pod manifest.
 	Name string
