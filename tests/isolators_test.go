@@ -42,7 +42,7 @@ func TestIsolatorsApplied(t *testing.T) {
 	inspector := busyboxApp(t, "inspector", "/bin/sh", "-c", `
 		sleep 1
 		mkdir -p /cg && mount -t cgroup2 none /cg
-		dir=/cg/system.slice/app-limited.service
+		dir=/cg/system.slice/app-limited.service/app
 		echo "memory.max $(cat $dir/memory.max)"
 		echo "cpu.max $(cat $dir/cpu.max)"
 		echo "cpu.weight $(cat $dir/cpu.weight)"
@@ -189,5 +189,21 @@ func TestSeccompFilters(t *testing.T) {
 	// busybox's uname prints nothing when uname(2) fails.
 	if want := "[]\nstill-running\n"; res.Stdout != want {
 		t.Errorf("remove set: stdout = %q, want %q", res.Stdout, want)
+	}
+}
+
+// TestMemoryLimitExceededEndsPod checks that an app killed for going over
+// its memory limit ends the pod with 137, even with a limit of one byte,
+// which the app already exceeds when it starts.
+func TestMemoryLimitExceededEndsPod(t *testing.T) {
+	d := newDriver(t)
+	for _, limit := range []string{"1", "8M"} {
+		app := busyboxApp(t, "hungry", "/bin/sh", "-c", `x=$(head -c 30000000 /dev/zero | tr '\0' a); echo survived`)
+		app.App.Isolators = types.Isolators{isolator(t, "resource/memory", `{"limit":"`+limit+`"}`)}
+		res := run(t, d, []stage0.App{app}, nil)
+		if res.ExitCode != 137 || res.Statuses["hungry"] != "137" {
+			t.Errorf("limit %s: exit status %d, rkt/status %q, want 137 for both; stdout %q, stderr:\n%s",
+				limit, res.ExitCode, res.Statuses["hungry"], res.Stdout, res.Stderr)
+		}
 	}
 }

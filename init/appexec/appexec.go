@@ -168,10 +168,15 @@ func enterAndExec(app guestconfig.App, argv []string, preStart bool) (int, error
 // directory, bounding set, ids and no_new_privs. The caller must keep its
 // thread locked until it execs.
 func enter(app guestconfig.App) error {
-	// The guest's /proc, read before the app's rootfs replaces it.
+	// The guest's /proc and /sys, used before the app's rootfs replaces them.
 	lastCap, err := lastCapability()
 	if err != nil {
 		return err
+	}
+	if hasResourceLimits(app) {
+		if err := enterAppCgroup(app); err != nil {
+			return err
+		}
 	}
 	if err := unix.Chroot(app.RootfsPath()); err != nil {
 		return fmt.Errorf("enter rootfs: %w", err)

@@ -110,19 +110,13 @@ func Render(pod *guestconfig.Pod) map[string]string {
 	return files
 }
 
-// resourceLines returns the app unit's cgroup and OOM settings. They apply
-// to app-exec, and the app inherits them when app-exec execs it.
+// resourceLines returns the app unit's cgroup and OOM settings. app-exec
+// sets the app's limits in a child cgroup of the unit, which Delegate=
+// hands to it; the app inherits its oom_score_adj from app-exec.
 func resourceLines(app guestconfig.App) []string {
 	var l []string
-	if app.MemoryMax > 0 {
-		l = append(l, fmt.Sprintf("MemoryMax=%d", app.MemoryMax))
-	}
-	if app.CPUMillis > 0 {
-		// CPUQuota= takes a percentage of one CPU with up to two decimals.
-		l = append(l, fmt.Sprintf("CPUQuota=%d.%02d%%", app.CPUMillis/10, app.CPUMillis%10*10))
-	}
-	if app.CPUWeight > 0 {
-		l = append(l, fmt.Sprintf("CPUWeight=%d", app.CPUWeight))
+	if app.MemoryMax > 0 || app.CPUMillis > 0 || app.CPUWeight > 0 {
+		l = append(l, "Delegate=yes")
 	}
 	if app.OOMScoreAdjust != nil {
 		l = append(l, fmt.Sprintf("OOMScoreAdjust=%d", *app.OOMScoreAdjust))

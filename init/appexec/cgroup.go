@@ -1,0 +1,91 @@
+package appexec
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
+)
+
+// cgroupRoot is where systemd mounts the cgroup v2 hierarchy in the guest.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// appCgroup is the child of the app unit's cgroup that holds the app. The
+// limits go there rather than on the unit, so that the unit's own helpers
+// (app-exited, the post-stop handler), which systemd runs in the unit's
+// .control cgroup, never count against them: an app that uses up its
+// memory must not keep its exit status from the host.
+const appCgroup = "app"
+
+// hasResourceLimits reports whether the app needs a cgroup of its own.
+func hasResourceLimits(app guestconfig.App) bool {
+	return app.MemoryMax > 0 || app.CPUMillis > 0 || app.CPUWeight > 0
+}
+
+// enterAppCgroup moves the calling process into the app's cgroup and sets
+// its limits. The unit has Delegate=yes, so the subtree is this process's.
+func enterAppCgroup(app guestconfig.App) error {
+	unitDir, err := ownCgroup()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(unitDir, appCgroup)
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create cgroup %s: %w", dir, err)
+	}
+	// A cgroup with processes cannot pass controllers to its children, so
+	// the process moves first.
+	if err := writeCgroupFile(dir, "cgroup.procs", "0"); err != nil {
+		return err
+	}
+	if err := writeCgroupFile(unitDir, "cgroup.subtree_control", "+memory +cpu"); err != nil {
+		return err
+	}
+	if app.MemoryMax > 0 {
+		// The whole app goes when it runs out of memory, as a systemd
+		// service does by default, rather than whichever process the
+		// kernel picks.
+		if err := writeCgroupFile(dir, "memory.oom.group", "1"); err != nil {
+			return err
+		}
+		if err := writeCgroupFile(dir, "memory.max", fmt.Sprint(app.MemoryMax)); err != nil {
+			return err
+		}
+	}
+	if app.CPUMillis > 0 {
+		// CPUMillis thousandths of a CPU in each period of 100 ms.
+		if err := writeCgroupFile(dir, "cpu.max", fmt.Sprintf("%d 100000", app.CPUMillis*100)); err != nil {
+			return err
+		}
+	}
+	if app.CPUWeight > 0 {
+		if err := writeCgroupFile(dir, "cpu.weight", fmt.Sprint(app.CPUWeight)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ownCgroup returns the cgroup v2 folder of the calling process.
+func ownCgroup() (string, error) {
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			return filepath.Join(cgroupRoot, path), nil
+		}
+	}
+	return "", fmt.Errorf("no cgroup v2 entry in /proc/self/cgroup: %q", data)
+}
+
+func writeCgroupFile(dir, name, value string) error {
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("write %q to %s: %w", value, path, err)
+	}
+	return nil
+}
