@@ -70,6 +70,9 @@ func makeTarget(root *os.File, target string, dir bool, links int) (*os.File, er
 		}
 		f, err = OpenAt(root, clean, flags)
 	}
+	if dir && errors.Is(err, unix.ENOTDIR) {
+		return nil, fmt.Errorf("mount target %s is not a folder in the image, but the volume is a folder", clean)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("mount target %s: %w", clean, err)
 	}

@@ -136,3 +136,11 @@ func (v *Volumes) UseResolvConf(cfg *guestconfig.Pod, data []byte) {
 		cfg.Apps[i].Mounts = append(mounts, cfg.Apps[i].Mounts...)
 	}
 }
+
+// HostsFromConfig reports whether the apps get /etc/hosts from the config
+// share (--dns-conf-mode hosts=host, or hosts=stage0 with rkt's file).
+// Otherwise an app without /etc/hosts gets a generated one.
+func (v *Volumes) HostsFromConfig() bool {
+	_, ok := v.plan.configFiles[hostsFile]
+	return ok
+}

@@ -34,6 +34,10 @@ var capabilityNumbers = map[string]uint{
 	"CAP_CHECKPOINT_RESTORE": 40,
 }
 
+// maxCPULimit bounds a CPU limit, in CPUs, far above any host; the VM's
+// vCPUs are capped at the host's anyway.
+const maxCPULimit = 1 << 20
+
 // applyIsolators sets the app's resource limits and privileges from its
 // isolators. An isolator this version cannot apply is an error, so that an
 // app never runs with less isolation than its manifest requests.
@@ -51,6 +55,9 @@ func applyIsolators(app *guestconfig.App, isolators types.Isolators, opts Option
 			}
 		case *types.ResourceCPU:
 			if limit := v.Limit(); limit != nil {
+				if limit.Value() > maxCPULimit {
+					return fmt.Errorf("isolator %s: limit %s is too large; use at most %d CPUs", iso.Name, limit, maxCPULimit)
+				}
 				millis := limit.MilliValue()
 				if millis <= 0 {
 					return fmt.Errorf("isolator %s: limit %s must be positive", iso.Name, limit)

@@ -75,11 +75,19 @@ func checkApp(ra schema.RuntimeApp) error {
 	return checkStrings(app.Exec, app.Environment)
 }
 
-// checkStrings rejects NUL bytes, which execve(2) cannot pass.
+// maxArgLength is the longest single argument or NAME=value string that
+// execve(2) takes: Linux's MAX_ARG_STRLEN of 32 pages, with the NUL.
+const maxArgLength = 32*4096 - 1
+
+// checkStrings rejects NUL bytes and strings longer than maxArgLength,
+// which execve(2) cannot pass.
 func checkStrings(exec types.Exec, env types.Environment) error {
 	for i, arg := range exec {
 		if strings.ContainsRune(arg, 0) {
 			return fmt.Errorf("exec[%d] contains a NUL byte, which no program can receive", i)
+		}
+		if len(arg) > maxArgLength {
+			return fmt.Errorf("exec[%d] has %d bytes; Linux passes at most %d in one argument", i, len(arg), maxArgLength)
 		}
 	}
 	for _, kv := range env {
@@ -88,6 +96,9 @@ func checkStrings(exec types.Exec, env types.Environment) error {
 		}
 		if strings.ContainsRune(kv.Value, 0) {
 			return fmt.Errorf("environment variable %s contains a NUL byte, which no program can receive", kv.Name)
+		}
+		if n := len(kv.Name) + 1 + len(kv.Value); n > maxArgLength {
+			return fmt.Errorf("environment variable %s has %d bytes with its name; Linux passes at most %d in one variable", kv.Name, n, maxArgLength)
 		}
 	}
 	return nil

@@ -89,7 +89,8 @@ func seccompFilter(isolators types.Isolators) (*seccomp.Filter, error) {
 			}
 			names = append(names, DeniedSyscalls...)
 		case strings.HasPrefix(e, "@"):
-			return nil, fmt.Errorf("isolator %s: seccomp group %q is not supported; use %s, %s, %s or system call names", name, e, groupRktWhitelist, groupRktBlacklist, groupAll)
+			return nil, fmt.Errorf("isolator %s: seccomp group %q is not supported; use system call names or %s", name, e,
+				strings.Join([]string{groupAll, groupEmpty, groupRktWhitelist, groupRktBlacklist, groupDockerWhitelist, groupDockerBlacklist}, ", "))
 		default:
 			names = append(names, e)
 		}

@@ -69,6 +69,9 @@ func resolveUser(rootfs, user string) (account, error) {
 	if n, err := strconv.ParseUint(user, 10, 32); err == nil {
 		return fromEntry(uint32(n), byID(uint32(n))), nil
 	}
+	if looksNumeric(user) {
+		return account{}, fmt.Errorf("user %q: uid out of range; use 0 to 4294967294", user)
+	}
 	if path.IsAbs(user) {
 		uid, _, err := ownerOf(rootfs, user)
 		if err != nil {
@@ -97,6 +100,9 @@ func resolveUser(rootfs, user string) (account, error) {
 func resolveGroup(rootfs, group string) (uint32, error) {
 	if n, err := strconv.ParseUint(group, 10, 32); err == nil {
 		return uint32(n), nil
+	}
+	if looksNumeric(group) {
+		return 0, fmt.Errorf("group %q: gid out of range; use 0 to 4294967294", group)
 	}
 	if path.IsAbs(group) {
 		_, gid, err := ownerOf(rootfs, group)
@@ -174,4 +180,19 @@ func ownerOf(rootfs, file string) (uint32, uint32, error) {
 		return 0, 0, errors.New("no owner information")
 	}
 	return st.Uid, st.Gid, nil
+}
+
+// looksNumeric reports whether s is a number, possibly negative, which
+// as a user or group can only be an id out of range.
+func looksNumeric(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }

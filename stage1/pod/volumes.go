@@ -274,16 +274,60 @@ func (v *Volumes) Prepare(cfg *guestconfig.Pod) error {
 			return fmt.Errorf("app %s: open rootfs: %w", app.Name, err)
 		}
 		for _, m := range app.Mounts {
+			kernelErr := fmt.Errorf("app %s: mount target %s is under /proc or /sys, where the guest mounts kernel file systems; mount the volume elsewhere", app.Name, m.Target)
+			if underKernelDir(m.Target) {
+				root.Close()
+				return kernelErr
+			}
 			f, err := inroot.MakeTarget(root, m.Target, !m.File)
 			if err != nil {
 				root.Close()
 				return fmt.Errorf("app %s: %w", app.Name, err)
 			}
+			bad, err := resolvedUnderKernelDir(root, f)
 			f.Close()
+			if err != nil || bad {
+				root.Close()
+				if err != nil {
+					return fmt.Errorf("app %s: resolve mount target %s: %w", app.Name, m.Target, err)
+				}
+				return kernelErr
+			}
 		}
 		root.Close()
 	}
 	return nil
+}
+
+// kernelDirs are the top folders of an app's rootfs where the guest mounts
+// its proc and sysfs: a volume cannot be mounted there.
+var kernelDirs = []string{"proc", "sys"}
+
+// underKernelDir reports whether p, relative to an app's rootfs, is under
+// one of kernelDirs.
+func underKernelDir(p string) bool {
+	first := strings.SplitN(strings.TrimPrefix(path.Clean("/"+p), "/"), "/", 2)[0]
+	for _, d := range kernelDirs {
+		if first == d {
+			return true
+		}
+	}
+	return false
+}
+
+// resolvedUnderKernelDir reports whether the opened target f lies under
+// /proc or /sys of the rootfs root, which the image's symlinks can lead to.
+func resolvedUnderKernelDir(root, f *os.File) (bool, error) {
+	rootPath, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", root.Fd()))
+	if err != nil {
+		return false, err
+	}
+	real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		return false, err
+	}
+	rel, ok := strings.CutPrefix(real, rootPath)
+	return ok && strings.HasPrefix(rel, "/") && underKernelDir(rel), nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -174,3 +174,31 @@ func TestVolumesPrepare(t *testing.T) {
 		t.Errorf("share mount point missing: %v", err)
 	}
 }
+
+func TestVolumesPrepareRejectsKernelTargets(t *testing.T) {
+	for name, target := range map[string]string{
+		"proc":         "/proc/foo",
+		"sys":          "/sys/x",
+		"through link": "/viaproc/x",
+	} {
+		t.Run(name, func(t *testing.T) {
+			podDir := makePodDir(t, "a")
+			rootfs := filepath.Join(podDir, AppRootfs("a"))
+			if err := os.Symlink("/proc/self/root", filepath.Join(rootfs, "viaproc")); err != nil {
+				t.Fatal(err)
+			}
+			pm, err := ParseManifest([]byte(volumeManifest("", `,"mounts":[{"volume":"v","path":"`+target+`"}]`, `{"name":"v","kind":"empty"}`)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, vols, err := GuestConfig(podDir, pm, Options{UUID: testUUID, Hostname: "h"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = vols.Prepare(cfg)
+			if err == nil || !strings.Contains(err.Error(), "under /proc or /sys") {
+				t.Errorf("Prepare error = %v, want the target under /proc or /sys rejected", err)
+			}
+		})
+	}
+}

@@ -140,7 +140,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		return 0, err
 	}
 
-	if dns.Hosts == "default" {
+	if !vols.HostsFromConfig() {
 		for _, app := range cfg.Apps {
 			if err := pod.WriteHosts(podDir, app.Name, cfg.Hostname); err != nil {
 				return 0, err

@@ -44,3 +44,11 @@ func TestVMSizeAboveHostMemory(t *testing.T) {
 		t.Errorf("error = %v, want one naming the host's memory", err)
 	}
 }
+
+func TestVMSizeLimitsDoNotWrap(t *testing.T) {
+	huge := uint64(1<<63 - 1)
+	_, _, err := vmSize(&guestconfig.Pod{Apps: []guestconfig.App{{MemoryMax: huge}, {MemoryMax: huge}, {MemoryMax: 10485762}}}, 24<<30, 2)
+	if err == nil || !strings.Contains(err.Error(), "more than the host's") {
+		t.Errorf("error = %v, want the limits rejected as above the host's memory", err)
+	}
+}
