@@ -524,3 +524,33 @@ func TestNetDNSAndMetadataURL(t *testing.T) {
 		t.Errorf("with resolv=none the plugin's DNS reached the app: %q", res.Stdout)
 	}
 }
+
+// TestNetMacvlanStatic attaches the pod through macvlan on one end of a
+// veth pair that the test creates, with a static address, and has the
+// guest connect to a server on the pair's other end.
+func TestNetMacvlanStatic(t *testing.T) {
+	d := newDriver(t)
+	const master, peer = "s1vmmvA", "s1vmmvB"
+	for _, cmd := range [][]string{
+		{"link", "add", master, "type", "veth", "peer", "name", peer},
+		{"addr", "add", "10.99.0.1/24", "dev", peer},
+		{"link", "set", master, "up"},
+		{"link", "set", peer, "up"},
+	} {
+		if out, err := exec.Command("ip", cmd...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", cmd, err, out)
+		}
+	}
+	removeLink(t, master)
+	flag := writeNetConf(t, d, "40-macvlan.conf", `{"cniVersion": "1.0.0", "name": "mv", "type": "macvlan",
+	"master": "`+master+`", "mode": "bridge",
+	"ipam": {"type": "static", "addresses": [{"address": "10.99.0.5/24"}]}}`)
+	port, lines := lineServer(t, "10.99.0.1:0")
+	script := fmt.Sprintf(`ip -4 -o addr show dev eth0 | awk '{print $4}'; echo "from macvlan" | nc 10.99.0.1 %d`, port)
+	res := run(t, d, []stage0.App{busyboxApp(t, "mv", "/bin/sh", "-c", script)}, []string{"--net=mv", flag})
+	wantOutput(t, res, "10.99.0.5/24\n")
+	if line := receive(t, lines, res); line != "from macvlan" {
+		t.Errorf("server received %q, want the guest's line", line)
+	}
+	checkNetNSGone(t, res.UUID)
+}
