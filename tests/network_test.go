@@ -316,6 +316,14 @@ func TestNetFailedAddIsDeleted(t *testing.T) {
 // the next allocation starts, are left out.
 // Mounts under other data folders of the tests are left out, because
 // other test runs on the machine may start pods meanwhile.
+// isOtherPodMount reports whether a mount point belongs to a pod or test
+// image folder, which other tests and rkt runs on this machine create and
+// remove while a snapshot is taken.
+func isOtherPodMount(p string) bool {
+	return strings.HasPrefix(p, filepath.Join(os.TempDir(), "s1vm-")) ||
+		strings.Contains(p, "/pods/run/") || strings.Contains(p, "/pods/exited-garbage/")
+}
+
 func netSnapshot(t *testing.T, dataDir string) map[string][]string {
 	t.Helper()
 	snap := map[string][]string{}
@@ -358,7 +366,7 @@ func netSnapshot(t *testing.T, dataDir string) map[string][]string {
 	}
 	for _, l := range strings.Split(string(mounts), "\n") {
 		f := strings.Fields(l)
-		if len(f) < 5 || (strings.HasPrefix(f[4], filepath.Join(os.TempDir(), "s1vm-")) && !strings.HasPrefix(f[4], dataDir)) {
+		if len(f) < 5 || (isOtherPodMount(f[4]) && !strings.HasPrefix(f[4], dataDir)) {
 			continue
 		}
 		snap["mounts"] = append(snap["mounts"], f[4])
