@@ -1,5 +1,6 @@
 // Package appexec runs inside an app's systemd unit: Exec enters the app's
-// rootfs and execs the app, Exited reports the app's exit status.
+// rootfs and execs the app, Exited reports the app's exit status. Enter
+// runs an enter session's command in the same environment.
 package appexec
 
 import (
@@ -57,10 +58,46 @@ func execApp(name string) (int, error) {
 	if err := connectStream("stderr", name, 2); err != nil {
 		return 1, err
 	}
-	return enterAndExec(app)
+	return enterAndExec(app, false)
 }
 
-func enterAndExec(app guestconfig.App) (int, error) {
+// Enter replaces the process with command, run in the app's environment
+// as the app runs: rootfs, uid and gids, environment and working
+// directory. A command without a slash is looked up in the PATH of the
+// app's environment. An empty command runs /bin/bash, or /bin/sh where the
+// image has no /bin/bash. TERM from this process's environment is added
+// when the app's environment has none. On failure Enter writes the error
+// to stderr and returns the exit status to use.
+func Enter(name string, command []string) int {
+	status, err := enterApp(name, command)
+	fmt.Fprintf(os.Stderr, "stage1-vm: enter app %s: %v\n", name, err)
+	return status
+}
+
+func enterApp(name string, command []string) (int, error) {
+	app, err := loadApp(name)
+	if err != nil {
+		return 1, err
+	}
+	if term := os.Getenv("TERM"); term != "" && !hasVariable(app.Env, "TERM") {
+		app.Env = append(app.Env, "TERM="+term)
+	}
+	app.Exec = command
+	return enterAndExec(app, true)
+}
+
+func hasVariable(env []string, name string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// enterAndExec enters the app's environment and execs app.Exec. With
+// lookup set, it resolves the command inside the rootfs first.
+func enterAndExec(app guestconfig.App, lookup bool) (int, error) {
 	if err := unix.Chroot(app.RootfsPath()); err != nil {
 		return 1, fmt.Errorf("enter rootfs: %w", err)
 	}
@@ -88,12 +125,59 @@ func enterAndExec(app guestconfig.App) (int, error) {
 		return 1, fmt.Errorf("set uid %d: %w", app.UID, err)
 	}
 
+	if lookup {
+		argv, err := resolveCommand(app.Exec, app.Env)
+		if err != nil {
+			return StatusNotFound, err
+		}
+		app.Exec = argv
+	}
 	err := unix.Exec(app.Exec[0], app.Exec, app.Env)
 	status := StatusCannotExecute
 	if errors.Is(err, unix.ENOENT) {
 		status = StatusNotFound
 	}
 	return status, fmt.Errorf("exec %s: %w", app.Exec[0], err)
+}
+
+// defaultPath is the search path for commands when the app's environment
+// has no PATH; it is the one appc gives apps.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// resolveCommand returns the command with its program resolved in the
+// current root: a default shell for an empty command, and a PATH lookup
+// for a name without a slash.
+func resolveCommand(command, env []string) ([]string, error) {
+	if len(command) == 0 {
+		if isExecutable("/bin/bash") {
+			return []string{"/bin/bash"}, nil
+		}
+		return []string{"/bin/sh"}, nil
+	}
+	if strings.Contains(command[0], "/") {
+		return command, nil
+	}
+	path := defaultPath
+	for _, kv := range env {
+		if value, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = value
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		candidate := filepath.Join(dir, command[0])
+		if isExecutable(candidate) {
+			return append([]string{candidate}, command[1:]...), nil
+		}
+	}
+	return nil, fmt.Errorf("command %q not found in PATH %q", command[0], path)
+}
+
+func isExecutable(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o111 != 0
 }
 
 // connectStream makes fd the write end of a pipe whose read end goes to the

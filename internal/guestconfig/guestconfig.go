@@ -30,6 +30,8 @@ const (
 	// StdoutPort and StderrPort carry the apps' output to rkt run's stdout and stderr.
 	StdoutPort = "org.stage1-vm.stdout"
 	StderrPort = "org.stage1-vm.stderr"
+	// AgentPort carries the framed agent protocol of enter sessions.
+	AgentPort = "org.stage1-vm.agent"
 
 	// GuestConfigDir is where the guest mounts the config share.
 	GuestConfigDir = "/stage1-vm/config"

@@ -3,7 +3,8 @@
 // The guest sends one message a line, in ASCII:
 //
 //	hello                   the guest init started (the boot watchdog's sign of life)
-//	serving                 the agent reads the port, so the host may send "stop"
+//	serving                 the agent reads this port and the agent port, so the
+//	                        host may send "stop" and open enter sessions
 //	ready                   every app has been started
 //	exit <app> <status>     an app ended with an exit status of 0 to 255
 //	pod-exit <status>       every app has stopped, the shares are synced, and the

@@ -12,7 +12,7 @@ import (
 	"github.com/stage1-vm/stage1-vm/init/boot"
 )
 
-const usage = "usage: stage1-vm-init [agent | app-exec APP | app-exited APP | notify-ready]"
+const usage = "usage: stage1-vm-init [agent | app-exec APP | app-exited APP | enter-exec APP -- [COMMAND...] | notify-ready]"
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -32,6 +32,8 @@ func main() {
 		}
 	case cmd == "app-exec" && len(os.Args) == 3:
 		os.Exit(appexec.Exec(os.Args[2]))
+	case cmd == "enter-exec" && len(os.Args) >= 4 && os.Args[3] == "--":
+		os.Exit(appexec.Enter(os.Args[2], os.Args[4:]))
 	case cmd == "app-exited" && len(os.Args) == 3:
 		if err := appexec.Exited(os.Args[2]); err != nil {
 			log.Error("report exit failed", "app", os.Args[2], "error", err)
