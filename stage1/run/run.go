@@ -202,6 +202,7 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		qemu.SerialPort{ID: "status", Name: guestconfig.StatusPort, Socket: statusSocket},
 		qemu.SerialPort{ID: "stdout", Name: guestconfig.StdoutPort, Socket: stdoutSocket},
 		qemu.SerialPort{ID: "stderr", Name: guestconfig.StderrPort, Socket: stderrSocket},
+		qemu.SerialPort{ID: "agent", Name: guestconfig.AgentPort, Socket: agentSocket},
 		qemu.Share{Tag: guestconfig.SystemTag, Path: rel(GuestRootDir), ReadOnly: true},
 		qemu.Share{Tag: guestconfig.ConfigTag, Path: rel(filepath.Join(pod.RuntimeDir, "config")), ReadOnly: true},
 	}
@@ -232,6 +233,10 @@ var (
 	statusSocket  = filepath.Join(pod.RuntimeDir, "status.sock")
 	stdoutSocket  = filepath.Join(pod.RuntimeDir, "stdout.sock")
 	stderrSocket  = filepath.Join(pod.RuntimeDir, "stderr.sock")
+	agentSocket   = filepath.Join(pod.RuntimeDir, "agent.sock")
+	// EnterSocket is where the enter entrypoint connects; the run
+	// entrypoint listens on it, not QEMU.
+	EnterSocket = filepath.Join(pod.RuntimeDir, "enter.sock")
 )
 
 // stopSignals registers the signals that stop the pod: SIGTERM from the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
 	"github.com/stage1-vm/stage1-vm/internal/report"
+	"github.com/stage1-vm/stage1-vm/stage1/enterproxy"
 	"github.com/stage1-vm/stage1-vm/stage1/pod"
 	"github.com/stage1-vm/stage1-vm/stage1/qemu"
 )
@@ -81,7 +82,7 @@ func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error
 			s.log.Debug("starting VM", "accelerator", vm.Accel, "bootTimeout", bootTimeout, "qemuArgs", strings.Join(args, " "))
 		}
 	}
-	names := []string{consoleSocket, statusSocket, stdoutSocket, stderrSocket}
+	names := []string{consoleSocket, statusSocket, stdoutSocket, stderrSocket, agentSocket}
 	listeners := map[string]net.Listener{}
 	defer func() {
 		for _, l := range listeners {
@@ -138,7 +139,15 @@ func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error
 	reports := make(chan report.Message, 16)
 	go readReports(conns[statusSocket], reports, s.log)
 
-	st := &attemptState{sup: s, proc: proc, status: conns[statusSocket], start: start, podStatus: -1}
+	sessions, err := enterproxy.Listen(EnterSocket, conns[agentSocket], s.log)
+	if err != nil {
+		return 0, err
+	}
+	// Runs before the connections close, so that open enter sessions end
+	// with an error frame that reports the pod's stop.
+	defer sessions.Close()
+
+	st := &attemptState{sup: s, proc: proc, status: conns[statusSocket], sessions: sessions, start: start, podStatus: -1}
 	watchdog := time.NewTimer(bootTimeout)
 	defer watchdog.Stop()
 loop:
@@ -194,10 +203,11 @@ loop:
 // attemptState holds the guest's reports and the stop requests of one boot
 // attempt.
 type attemptState struct {
-	sup    *supervisor
-	proc   *qemu.Process
-	status net.Conn
-	start  time.Time
+	sup      *supervisor
+	proc     *qemu.Process
+	status   net.Conn
+	sessions *enterproxy.Proxy
+	start    time.Time
 
 	alive       bool
 	serving     bool
@@ -221,6 +231,7 @@ func (st *attemptState) handleReport(m report.Message, watchdog *time.Timer) {
 		}
 	case report.Serving:
 		st.serving = true
+		st.sessions.AgentReady()
 		if st.stopPending {
 			st.sendStop()
 		}
