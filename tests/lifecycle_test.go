@@ -15,7 +15,14 @@ import (
 // startPod starts a pod and waits until it reports ready.
 func startPod(t *testing.T, d *stage0.Driver, apps []stage0.App) *stage0.Pod {
 	t.Helper()
-	pod, err := d.Start(apps, stage0.Options{Env: tcg})
+	return startPodEnv(t, d, apps, nil)
+}
+
+// startPodEnv starts a pod with extra environment variables for the run
+// entrypoint and waits until it reports ready.
+func startPodEnv(t *testing.T, d *stage0.Driver, apps []stage0.App, env []string) *stage0.Pod {
+	t.Helper()
+	pod, err := d.Start(apps, stage0.Options{Env: append(append([]string{}, tcg...), env...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,6 +79,27 @@ func TestStopGraceful(t *testing.T) {
 	}
 	if res.Statuses["trapper"] != "0" {
 		t.Errorf("rkt/status/trapper = %q, want 0", res.Statuses["trapper"])
+	}
+}
+
+func TestStopGracePeriodEndsInKill(t *testing.T) {
+	d := newDriver(t)
+	pod := startPodEnv(t, d, []stage0.App{busyboxApp(t, "ignorer", "/bin/sh", "-c",
+		"trap 'echo ignored-sigterm' TERM; echo started; while true; do sleep 0.2; done")},
+		[]string{"STAGE1_VM_STOP_TIMEOUT=2"})
+	if err := pod.Stop(false); err != nil {
+		t.Fatal(err)
+	}
+	res := waitResult(t, pod, 60*time.Second)
+	// SIGKILL after the grace period: 128 + 9.
+	if res.ExitCode != 137 {
+		t.Errorf("exit status %d, want 137; stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	if res.Statuses["ignorer"] != "137" {
+		t.Errorf("rkt/status/ignorer = %q, want 137", res.Statuses["ignorer"])
+	}
+	if !strings.Contains(res.Stdout, "ignored-sigterm\n") {
+		t.Errorf("stdout %q lacks the app's SIGTERM handler output", res.Stdout)
 	}
 }
 

@@ -141,6 +141,17 @@ func TestConnDataBeyondWindowEndsStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// No Recv has run, so the host granted no credit: the frame past the
+	// window must end the stream. Write returns once the host read the
+	// frame, which may be before it handled it.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Err() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the stream is still open 10 s after data beyond its window")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
 	received := 0
 	for {
 		f, err := recvWithin(t, s)

@@ -51,6 +51,9 @@ type Pod struct {
 	Hostname string `json:"hostname"`
 	// Debug makes the guest log to the console.
 	Debug bool `json:"debug"`
+	// StopTimeoutSeconds is how long an app may take to exit after SIGTERM
+	// before it gets SIGKILL; 0 means the default of 10 s.
+	StopTimeoutSeconds int `json:"stopTimeoutSeconds,omitempty"`
 	// Apps are started in this order.
 	Apps []App `json:"apps"`
 }

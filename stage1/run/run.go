@@ -37,9 +37,11 @@ const ErrorExitStatus = 254
 // --force: 128 plus SIGKILL, as if the pod had been killed.
 const ForcedStopExitStatus = 137
 
-// gracefulStopTimeout is how long a stop request from a signal waits for the
-// guest to stop its apps before QEMU is killed.
-const gracefulStopTimeout = 20 * time.Second
+// stopMargin is added to the apps' grace period to give the guest's stop
+// request time for the rest of the shutdown: the apps' exit reports, the
+// agent's stop and the sync of the shares. When it has passed as well,
+// QEMU is killed.
+const stopMargin = 10 * time.Second
 
 // GuestMemoryMiB is the VM's RAM. systemd-shutdown's mlockall needs 36 MiB
 // or more on a 9p root.
@@ -131,6 +133,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if err != nil {
 		return 0, err
 	}
+	cfg.StopTimeoutSeconds = int(settings.StopTimeout / time.Second)
 
 	for _, app := range cfg.Apps {
 		if err := pod.WriteHosts(podDir, app.Name, cfg.Hostname); err != nil {
@@ -168,7 +171,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		log.Warn("measuring the host TSC failed; the guest calibrates it, which can hang its boot", "error", err)
 	}
 	vm := newVM(podDir, cfg, flags, settings, tscKHz)
-	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug, signals: sigs}
+	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug, signals: sigs, stopTimeout: settings.StopTimeout + stopMargin}
 	return sup.boot(vm, settings)
 }
 

@@ -36,6 +36,8 @@ type supervisor struct {
 	debug  bool
 	// signals receives the signals that stop the pod, registered at start.
 	signals <-chan os.Signal
+	// stopTimeout is how long a graceful stop may take before QEMU is killed.
+	stopTimeout time.Duration
 }
 
 // boot starts the VM with the configured accelerator and, in auto mode,
@@ -166,7 +168,7 @@ loop:
 		case sig := <-s.signals:
 			st.handleSignal(sig)
 		case <-st.stopTimer:
-			st.kill(fmt.Sprintf("the guest did not stop its apps within %s of the stop request", gracefulStopTimeout))
+			st.kill(fmt.Sprintf("the guest did not stop its apps within %s of the stop request", s.stopTimeout))
 		case <-proc.Done():
 			break loop
 		}
@@ -281,7 +283,7 @@ func (st *attemptState) handleSignal(sig os.Signal) {
 	}
 	st.stopAsked = true
 	s.log.Info("stopping the pod", "signal", sig)
-	st.stopTimer = time.After(gracefulStopTimeout)
+	st.stopTimer = time.After(s.stopTimeout)
 	if !st.serving {
 		// The agent has not opened the status port yet, and the guest
 		// drops what arrives on a port that no process has open.

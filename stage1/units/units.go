@@ -17,6 +17,10 @@ import (
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
 )
 
+// DefaultStopTimeoutSeconds is the apps' grace period when the pod
+// configuration sets none.
+const DefaultStopTimeoutSeconds = 10
+
 // Target is the unit the guest's systemd boots into.
 const Target = "stage1-vm.target"
 
@@ -32,6 +36,11 @@ func Render(pod *guestconfig.Pod) map[string]string {
 	var appUnits []string
 	for _, app := range pod.Apps {
 		appUnits = append(appUnits, AppUnit(app.Name))
+	}
+
+	stopTimeout := pod.StopTimeoutSeconds
+	if stopTimeout <= 0 {
+		stopTimeout = DefaultStopTimeoutSeconds
 	}
 
 	files := map[string]string{}
@@ -78,7 +87,8 @@ func Render(pod *guestconfig.Pod) map[string]string {
 			"ExecStopPost="+init+" app-exited "+app.Name,
 			"Restart=no",
 			"KillMode=mixed",
-			"TimeoutStopSec=10",
+			// The grace period between SIGTERM and SIGKILL.
+			fmt.Sprintf("TimeoutStopSec=%d", stopTimeout),
 			"StandardInput=null",
 			// app-exec connects the app's stdout and stderr to the agent
 			// itself; these catch only its own errors before that.
