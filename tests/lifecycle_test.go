@@ -261,3 +261,35 @@ func TestAgentDeathEndsPod(t *testing.T) {
 		t.Errorf("exit status %d, want 254 after the guest agent died; stderr:\n%s", res.ExitCode, res.Stderr)
 	}
 }
+
+func TestStopFallsBackToPowerButton(t *testing.T) {
+	d := newDriver(t)
+	pod := startPodEnv(t, d, []stage0.App{busyboxApp(t, "trapper", "/bin/sh", "-c",
+		"trap 'exit 0' TERM; while true; do sleep 0.2; done")},
+		[]string{"STAGE1_VM_STOP_TIMEOUT=2"})
+	// Freeze the guest agent from an enter session, in the background so
+	// that the session ends first. The marker file shows the host that the
+	// agent is frozen; 9p sends a file's creation to the host at once.
+	freeze := `agent=; for p in /proc/[0-9]*; do
+		if [ "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" = "/stage1-vm/bin/stage1-vm-init agent " ]; then agent=${p#/proc/}; fi
+	done
+	[ -n "$agent" ] || { echo "agent not found" >&2; exit 1; }
+	(sleep 1; kill -STOP $agent; touch /agent-frozen) >/dev/null 2>&1 &`
+	res := runEnter(t, pod, "trapper", nil, 60*time.Second, "/bin/sh", "-c", freeze)
+	if res.status != 0 {
+		t.Fatalf("freezing the agent: status %d, stderr %q", res.status, res.stderr)
+	}
+	waitForFile(t, filepath.Join(pod.Dir, "stage1/rootfs/opt/stage2/trapper/rootfs/agent-frozen"), 30*time.Second)
+
+	if err := pod.Stop(false); err != nil {
+		t.Fatal(err)
+	}
+	result := waitResult(t, pod, 90*time.Second)
+	if !strings.Contains(result.Stderr, "ACPI power button") {
+		t.Errorf("stderr does not report the power-button fallback:\n%s", result.Stderr)
+	}
+	// Without a working fallback the stop ends in the stop timeout's kill.
+	if strings.Contains(result.Stderr, "the VM was killed") {
+		t.Errorf("the stop ended in a kill of the VM, not in the guest's shutdown:\n%s", result.Stderr)
+	}
+}

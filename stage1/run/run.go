@@ -43,6 +43,12 @@ const ForcedStopExitStatus = 137
 // QEMU is killed.
 const stopMargin = 10 * time.Second
 
+// stopAckTimeout is how long the guest agent may take to acknowledge a stop
+// request before the run entrypoint presses the guest's ACPI power button
+// instead. A stop during the boot counts from the request, so the agent
+// must also start within this time.
+const stopAckTimeout = 5 * time.Second
+
 // GuestMemoryMiB is the VM's RAM. systemd-shutdown's mlockall needs 36 MiB
 // or more on a 9p root.
 const GuestMemoryMiB = 128
@@ -206,6 +212,7 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		qemu.SerialPort{ID: "stdout", Name: guestconfig.StdoutPort, Socket: stdoutSocket},
 		qemu.SerialPort{ID: "stderr", Name: guestconfig.StderrPort, Socket: stderrSocket},
 		qemu.SerialPort{ID: "agent", Name: guestconfig.AgentPort, Socket: agentSocket},
+		qemu.QMPSocket{Path: qmpSocket},
 		qemu.Share{Tag: guestconfig.SystemTag, Path: rel(GuestRootDir), ReadOnly: true},
 		qemu.Share{Tag: guestconfig.ConfigTag, Path: rel(filepath.Join(pod.RuntimeDir, "config")), ReadOnly: true},
 	}
@@ -237,6 +244,8 @@ var (
 	stdoutSocket  = filepath.Join(pod.RuntimeDir, "stdout.sock")
 	stderrSocket  = filepath.Join(pod.RuntimeDir, "stderr.sock")
 	agentSocket   = filepath.Join(pod.RuntimeDir, "agent.sock")
+	// qmpSocket is QEMU's QMP monitor, which QEMU listens on.
+	qmpSocket = filepath.Join(pod.RuntimeDir, "qmp.sock")
 	// EnterSocket is where the enter entrypoint connects; the run
 	// entrypoint listens on it, not QEMU.
 	EnterSocket = filepath.Join(pod.RuntimeDir, "enter.sock")

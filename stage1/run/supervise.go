@@ -150,6 +150,11 @@ func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error
 	defer sessions.Close()
 
 	st := &attemptState{sup: s, proc: proc, status: conns[statusSocket], sessions: sessions, start: start, podStatus: -1}
+	defer func() {
+		if st.powerDownCancel != nil {
+			st.powerDownCancel()
+		}
+	}()
 	watchdog := time.NewTimer(bootTimeout)
 	defer watchdog.Stop()
 loop:
@@ -167,6 +172,8 @@ loop:
 			}
 		case sig := <-s.signals:
 			st.handleSignal(sig)
+		case <-st.ackTimer:
+			st.powerDown()
 		case <-st.stopTimer:
 			st.kill(fmt.Sprintf("the guest did not stop its apps within %s of the stop request", s.stopTimeout))
 		case <-proc.Done():
@@ -220,6 +227,10 @@ type attemptState struct {
 	forced      bool
 	killReason  string
 	stopTimer   <-chan time.Time
+	// ackTimer fires when the agent has not acknowledged a stop request.
+	ackTimer <-chan time.Time
+	// powerDownCancel ends a QMP power-down in progress.
+	powerDownCancel context.CancelFunc
 }
 
 func (st *attemptState) handleReport(m report.Message, watchdog *time.Timer) {
@@ -231,6 +242,9 @@ func (st *attemptState) handleReport(m report.Message, watchdog *time.Timer) {
 			watchdog.Stop()
 			s.log.Debug("guest reached user space", "after", time.Since(st.start))
 		}
+	case report.Stopping:
+		st.ackTimer = nil
+		s.log.Debug("the guest agent took the stop request")
 	case report.Serving:
 		st.serving = true
 		st.sessions.AgentReady()
@@ -284,6 +298,7 @@ func (st *attemptState) handleSignal(sig os.Signal) {
 	st.stopAsked = true
 	s.log.Info("stopping the pod", "signal", sig)
 	st.stopTimer = time.After(s.stopTimeout)
+	st.ackTimer = time.After(stopAckTimeout)
 	if !st.serving {
 		// The agent has not opened the status port yet, and the guest
 		// drops what arrives on a port that no process has open.
@@ -298,6 +313,23 @@ func (st *attemptState) sendStop() {
 	if _, err := io.WriteString(st.status, "stop\n"); err != nil {
 		st.kill(fmt.Sprintf("sending the stop request to the guest failed: %v", err))
 	}
+}
+
+// powerDown presses the guest's ACPI power button through QMP because the
+// agent did not acknowledge the stop request, and gives the guest's shutdown
+// the full stop timeout again before QEMU is killed.
+func (st *attemptState) powerDown() {
+	s := st.sup
+	st.ackTimer = nil
+	s.log.Warn("the guest agent did not acknowledge the stop request; pressing the guest's ACPI power button through QMP", "timeout", stopAckTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.stopTimeout)
+	st.powerDownCancel = cancel
+	go func() {
+		if err := qemu.PowerDown(ctx, qmpSocket); err != nil && ctx.Err() == nil {
+			s.log.Warn("ACPI power-down through QMP failed; QEMU is killed when the stop timeout ends", "error", err)
+		}
+	}()
+	st.stopTimer = time.After(s.stopTimeout)
 }
 
 func (st *attemptState) kill(reason string) {

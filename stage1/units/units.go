@@ -1,11 +1,12 @@
 // Package units writes the systemd units that run a pod's apps in the guest.
 //
 // The guest boots stage1-vm.target. It starts the agent, which owns the
-// guest's ports, then one service an app, then stage1-vm-ready.service,
-// which reports to the host that every app has started. Each app service runs the
-// guest binary's app-exec command, which enters the app's rootfs and execs
-// the app. Its ExecStopPost reports the exit status to the agent, which
-// decides when the pod ends.
+// guest's ports, and the power-button service, which turns the host's
+// fallback stop into a reboot. Then it starts one service an app, then
+// stage1-vm-ready.service, which reports to the host that every app has
+// started. Each app service runs the guest binary's app-exec command,
+// which enters the app's rootfs and execs the app. Its ExecStopPost
+// reports the exit status to the agent, which decides when the pod ends.
 package units
 
 import (
@@ -44,7 +45,7 @@ func Render(pod *guestconfig.Pod) map[string]string {
 	}
 
 	files := map[string]string{}
-	wants := append([]string{"stage1-vm-agent.service"}, appUnits...)
+	wants := append([]string{"stage1-vm-agent.service", "stage1-vm-power-button.service"}, appUnits...)
 	wants = append(wants, "stage1-vm-ready.service")
 	files[Target] = lines(
 		"[Unit]",
@@ -69,6 +70,20 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		"StandardOutput=file:/dev/kmsg",
 		"StandardError=file:/dev/kmsg",
 		"TimeoutStopSec=5",
+	)
+
+	files["stage1-vm-power-button.service"] = lines(
+		"[Unit]",
+		"Description=stage1-vm ACPI power button, the host's fallback stop",
+		"DefaultDependencies=no",
+		"Conflicts=shutdown.target",
+		"Before=shutdown.target",
+		"",
+		"[Service]",
+		"Type=simple",
+		"ExecStart="+init+" power-button",
+		"StandardOutput=file:/dev/kmsg",
+		"StandardError=file:/dev/kmsg",
 	)
 
 	for _, app := range pod.Apps {
