@@ -281,10 +281,31 @@ func TestStopFallsBackToPowerButton(t *testing.T) {
 	}
 	waitForFile(t, filepath.Join(pod.Dir, "stage1/rootfs/opt/stage2/trapper/rootfs/agent-frozen"), 30*time.Second)
 
+	// A session opened now waits for the frozen agent, and must end with
+	// the pod instead of holding the run entrypoint.
+	waiting, err := pod.EnterCommand("trapper", "true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waiting.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sessionDone := make(chan error, 1)
+	go func() { sessionDone <- waiting.Wait() }()
+
 	if err := pod.Stop(false); err != nil {
 		t.Fatal(err)
 	}
 	result := waitResult(t, pod, 90*time.Second)
+	select {
+	case err := <-sessionDone:
+		if err == nil {
+			t.Error("the enter session on the frozen agent exited 0")
+		}
+	case <-time.After(30 * time.Second):
+		waiting.Process.Kill()
+		t.Error("the enter session on the frozen agent still runs 30 s after the pod ended")
+	}
 	if !strings.Contains(result.Stderr, "ACPI power button") {
 		t.Errorf("stderr does not report the power-button fallback:\n%s", result.Stderr)
 	}

@@ -33,6 +33,7 @@ type Proxy struct {
 	log      *slog.Logger
 	listener net.Listener
 	port     *agentproto.Conn
+	portConn io.Closer
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -45,8 +46,9 @@ type Proxy struct {
 }
 
 // Listen creates the enter socket and starts serving sessions on port, the
-// host end of the agent port. Sessions wait until AgentReady is called.
-func Listen(socket string, port io.ReadWriter, log *slog.Logger) (*Proxy, error) {
+// host end of the agent port, which Close closes. Sessions wait until
+// AgentReady is called.
+func Listen(socket string, port io.ReadWriteCloser, log *slog.Logger) (*Proxy, error) {
 	_ = os.Remove(socket)
 	listener, err := net.Listen("unix", socket)
 	if err != nil {
@@ -56,6 +58,7 @@ func Listen(socket string, port io.ReadWriter, log *slog.Logger) (*Proxy, error)
 		log:      log,
 		listener: listener,
 		port:     agentproto.NewConn(port, agentproto.FromGuest, nil, log),
+		portConn: port,
 		ready:    make(chan struct{}),
 		stopped:  make(chan struct{}),
 		clients:  map[net.Conn]struct{}{},
@@ -76,12 +79,14 @@ func (p *Proxy) AgentReady() {
 }
 
 // Close stops accepting sessions, ends the open ones with an error frame
-// and waits for them. A client that reads nothing is disconnected after
-// closeTimeout.
+// and waits for them. It closes the agent port, which also ends a write to
+// a guest that stopped reading. A client that reads nothing is
+// disconnected after closeTimeout.
 func (p *Proxy) Close() error {
 	p.stopOnce.Do(func() { close(p.stopped) })
 	err := p.listener.Close()
 	p.port.Shutdown(errors.New("the pod stopped"))
+	_ = p.portConn.Close()
 
 	done := make(chan struct{})
 	go func() { p.active.Wait(); close(done) }()
