@@ -298,3 +298,31 @@ func TestEnterWithTerminal(t *testing.T) {
 			after.Lflag, after.Iflag, after.Oflag, before.Lflag, before.Iflag, before.Oflag)
 	}
 }
+
+func TestEnterDefaultShell(t *testing.T) {
+	d := newDriver(t)
+	pod := sleeperPod(t, d)
+	// The busybox image has no /bin/bash, so the default is /bin/sh, which
+	// reads its commands from stdin here.
+	res := runEnter(t, pod, "sleeper", strings.NewReader("echo from-default-shell; exit 3\n"), 60*time.Second)
+	if res.status != 3 {
+		t.Errorf("exit status %d, want 3; stderr %q", res.status, res.stderr)
+	}
+	if res.stdout != "from-default-shell\n" {
+		t.Errorf("stdout = %q, want %q", res.stdout, "from-default-shell\n")
+	}
+}
+
+func TestEnterRunsAsAppUser(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "user", "/bin/sleep", "600")
+	app.App.User, app.App.Group = "1234", "2345"
+	pod := startPod(t, d, []stage0.App{app})
+	res := runEnter(t, pod, "user", nil, 60*time.Second, "/bin/sh", "-c", "id -u; id -g")
+	if res.status != 0 {
+		t.Fatalf("exit status %d, stderr %q", res.status, res.stderr)
+	}
+	if res.stdout != "1234\n2345\n" {
+		t.Errorf("ids in enter = %q, want the app's 1234 and 2345", res.stdout)
+	}
+}
