@@ -156,6 +156,15 @@ func TestRktEnterAndStop(t *testing.T) {
 		t.Errorf("rkt enter: stdout %q, want %q", stdout, "entered-busybox\n")
 	}
 
+	// rkt app exec runs the same entrypoint.
+	appExec := exec.Command(e.rkt, "--dir="+e.dataDir, "--insecure-options=image,ondisk", "app", "exec", "--app=busybox", uuid, "/bin/sh", "-c", "echo exec-ran; exit 6")
+	appExec.Env = append(os.Environ(), append(tcg, "RKT_EXPERIMENT_APP=true")...)
+	out, err := appExec.CombinedOutput()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 6 || !strings.Contains(string(out), "exec-ran\n") {
+		t.Errorf("rkt app exec: %v, output %q; want exit status 6 and exec-ran", err, out)
+	}
+
 	if _, stderr, status := e.run(t, "stop", uuid); status != 0 {
 		t.Fatalf("rkt stop: status %d, stderr:\n%s", status, stderr)
 	}
