@@ -175,7 +175,7 @@ loop:
 		case <-st.ackTimer:
 			st.powerDown()
 		case <-st.stopTimer:
-			st.kill(fmt.Sprintf("the guest did not stop its apps within %s of the stop request", s.stopTimeout))
+			st.kill(fmt.Sprintf("the guest did not stop its apps within %s of the stop request or of the power-button press", s.stopTimeout))
 		case <-proc.Done():
 			break loop
 		}
@@ -324,12 +324,36 @@ func (st *attemptState) powerDown() {
 	s.log.Warn("the guest agent did not acknowledge the stop request; pressing the guest's ACPI power button through QMP", "timeout", stopAckTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), s.stopTimeout)
 	st.powerDownCancel = cancel
-	go func() {
-		if err := qemu.PowerDown(ctx, qmpSocket); err != nil && ctx.Err() == nil {
-			s.log.Warn("ACPI power-down through QMP failed; QEMU is killed when the stop timeout ends", "error", err)
-		}
-	}()
+	go pressPowerButton(ctx, s.log)
 	st.stopTimer = time.After(s.stopTimeout)
+}
+
+// powerButtonRepeat is how often the power button is pressed again until
+// the guest shuts down. A press that the guest has taken only repeats its
+// reboot request, and one pressed while the guest's button service was
+// not reading would otherwise be lost.
+const powerButtonRepeat = 3 * time.Second
+
+// pressPowerButton presses the guest's power button through QMP every
+// powerButtonRepeat until ctx ends, which the end of the pod or the stop
+// timeout brings.
+func pressPowerButton(ctx context.Context, log *slog.Logger) {
+	for ctx.Err() == nil {
+		press, cancel := context.WithTimeout(ctx, powerButtonRepeat)
+		// PowerDown waits for the guest's shutdown, which ends the pod,
+		// so an error only means that the guest has not shut down yet. A
+		// power-down that never ends the pod ends in the kill of the stop
+		// timeout, which is reported.
+		err := qemu.PowerDown(press, qmpSocket)
+		if err == nil {
+			cancel()
+			return
+		}
+		log.Debug("no guest shutdown yet after an ACPI power-button press", "error", err)
+		// A press that failed at once waits for its interval too.
+		<-press.Done()
+		cancel()
+	}
 }
 
 func (st *attemptState) kill(reason string) {
