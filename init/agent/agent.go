@@ -303,7 +303,7 @@ func (a *Agent) readHost() {
 		switch line := scanner.Text(); line {
 		case "stop":
 			a.log.Info("stop requested by the host")
-			// Without this answer the host presses the ACPI power button.
+			// Without this acknowledgement the host presses the ACPI power button.
 			a.send(report.Message{Kind: report.Stopping})
 			a.mu.Lock()
 			a.stopping = true
