@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,16 +79,12 @@ func newDriver(t *testing.T) *stage0.Driver {
 	return d
 }
 
-// checkNoLeftovers fails the test if a QEMU of this data dir still runs or a
-// mount under it remains.
+// checkNoLeftovers fails the test if a process of this data dir (QEMU, an
+// entrypoint) still runs, or a mount or a unix socket under it remains.
 func checkNoLeftovers(t *testing.T, dataDir string) {
 	t.Helper()
-	out, _ := exec.Command("pgrep", "-af", "qemu-system").Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, dataDir) {
-			t.Errorf("QEMU still running after the test: %s", line)
-		}
-	}
+	checkNoProcesses(t, dataDir)
+	checkNoSockets(t, dataDir)
 	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
@@ -140,4 +137,27 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(imagesDir)
 	}
 	os.Exit(code)
+}
+
+// checkNoProcesses fails the test if a process whose command line contains
+// dir still runs.
+func checkNoProcesses(t *testing.T, dir string) {
+	t.Helper()
+	out, _ := exec.Command("pgrep", "-af", "--", dir).Output()
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line != "" {
+			t.Errorf("process still running: %s", line)
+		}
+	}
+}
+
+// checkNoSockets fails the test if a unix socket remains under dir.
+func checkNoSockets(t *testing.T, dir string) {
+	t.Helper()
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type()&fs.ModeSocket != 0 {
+			t.Errorf("socket remains: %s", path)
+		}
+		return nil
+	})
 }

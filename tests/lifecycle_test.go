@@ -15,7 +15,14 @@ import (
 // startPod starts a pod and waits until it reports ready.
 func startPod(t *testing.T, d *stage0.Driver, apps []stage0.App) *stage0.Pod {
 	t.Helper()
-	pod, err := d.Start(apps, stage0.Options{Env: tcg})
+	return startPodEnv(t, d, apps, nil)
+}
+
+// startPodEnv starts a pod with extra environment variables for the run
+// entrypoint and waits until it reports ready.
+func startPodEnv(t *testing.T, d *stage0.Driver, apps []stage0.App, env []string) *stage0.Pod {
+	t.Helper()
+	pod, err := d.Start(apps, stage0.Options{Env: append(append([]string{}, tcg...), env...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,6 +79,27 @@ func TestStopGraceful(t *testing.T) {
 	}
 	if res.Statuses["trapper"] != "0" {
 		t.Errorf("rkt/status/trapper = %q, want 0", res.Statuses["trapper"])
+	}
+}
+
+func TestStopGracePeriodEndsInKill(t *testing.T) {
+	d := newDriver(t)
+	pod := startPodEnv(t, d, []stage0.App{busyboxApp(t, "ignorer", "/bin/sh", "-c",
+		"trap 'echo ignored-sigterm' TERM; echo started; while true; do sleep 0.2; done")},
+		[]string{"STAGE1_VM_STOP_TIMEOUT=2"})
+	if err := pod.Stop(false); err != nil {
+		t.Fatal(err)
+	}
+	res := waitResult(t, pod, 60*time.Second)
+	// SIGKILL after the grace period: 128 + 9.
+	if res.ExitCode != 137 {
+		t.Errorf("exit status %d, want 137; stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	if res.Statuses["ignorer"] != "137" {
+		t.Errorf("rkt/status/ignorer = %q, want 137", res.Statuses["ignorer"])
+	}
+	if !strings.Contains(res.Stdout, "ignored-sigterm\n") {
+		t.Errorf("stdout %q lacks the app's SIGTERM handler output", res.Stdout)
 	}
 }
 
@@ -231,5 +259,58 @@ func TestAgentDeathEndsPod(t *testing.T) {
 	res := waitResult(t, pod, 90*time.Second)
 	if res.ExitCode != 254 {
 		t.Errorf("exit status %d, want 254 after the guest agent died; stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+}
+
+func TestStopFallsBackToPowerButton(t *testing.T) {
+	d := newDriver(t)
+	pod := startPodEnv(t, d, []stage0.App{busyboxApp(t, "trapper", "/bin/sh", "-c",
+		"trap 'exit 0' TERM; while true; do sleep 0.2; done")},
+		[]string{"STAGE1_VM_STOP_TIMEOUT=2"})
+	// Freeze the guest agent from an enter session, in the background so
+	// that the session ends first. The marker file shows the host that the
+	// agent is frozen; 9p sends a file's creation to the host at once.
+	freeze := `agent=; for p in /proc/[0-9]*; do
+		if [ "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" = "/stage1-vm/bin/stage1-vm-init agent " ]; then agent=${p#/proc/}; fi
+	done
+	[ -n "$agent" ] || { echo "agent not found" >&2; exit 1; }
+	(sleep 1; kill -STOP $agent; touch /agent-frozen) >/dev/null 2>&1 &`
+	res := runEnter(t, pod, "trapper", nil, 60*time.Second, "/bin/sh", "-c", freeze)
+	if res.status != 0 {
+		t.Fatalf("freezing the agent: status %d, stderr %q", res.status, res.stderr)
+	}
+	waitForFile(t, filepath.Join(pod.Dir, "stage1/rootfs/opt/stage2/trapper/rootfs/agent-frozen"), 30*time.Second)
+
+	// A session opened now waits for the frozen agent, and must end with
+	// the pod instead of holding the run entrypoint.
+	waiting, err := pod.EnterCommand("trapper", "true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waiting.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sessionDone := make(chan error, 1)
+	go func() { sessionDone <- waiting.Wait() }()
+
+	if err := pod.Stop(false); err != nil {
+		t.Fatal(err)
+	}
+	result := waitResult(t, pod, 90*time.Second)
+	select {
+	case err := <-sessionDone:
+		if err == nil {
+			t.Error("the enter session on the frozen agent exited 0")
+		}
+	case <-time.After(30 * time.Second):
+		waiting.Process.Kill()
+		t.Error("the enter session on the frozen agent still runs 30 s after the pod ended")
+	}
+	if !strings.Contains(result.Stderr, "ACPI power button") {
+		t.Errorf("stderr does not report the power-button fallback:\n%s", result.Stderr)
+	}
+	// Without a working fallback the stop ends in the stop timeout's kill.
+	if strings.Contains(result.Stderr, "the VM was killed") {
+		t.Errorf("the stop ended in a kill of the VM, not in the guest's shutdown:\n%s", result.Stderr)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stage1-vm/stage1-vm/tests/stage0"
 )
@@ -197,5 +198,75 @@ func TestRktDefaultNetwork(t *testing.T) {
 	}
 	if _, err := os.Stat(netnsPath(uuid)); err == nil {
 		t.Errorf("the network namespace of pod %s is left after gc", uuid)
+	}
+}
+
+func TestRktEnterAndStop(t *testing.T) {
+	e := requireRkt(t)
+	uuidFile := filepath.Join(e.dataDir, "uuid")
+	run := exec.Command(e.rkt, "--dir="+e.dataDir, "--insecure-options=image,ondisk", "run", "--net=none",
+		"--uuid-file-save="+uuidFile, "--stage1-path="+e.aci, e.appACI, "--exec=/bin/sh", "--",
+		"-c", "trap 'echo got-sigterm; exit 0' TERM; echo started; while true; do sleep 0.2; done")
+	run.Env = append(os.Environ(), tcg...)
+	var runOut, runErr bytes.Buffer
+	run.Stdout, run.Stderr = &runOut, &runErr
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- run.Wait() }()
+	runEnded := false
+	defer func() {
+		if !runEnded {
+			run.Process.Kill()
+			<-runDone
+		}
+	}()
+
+	waitForFile(t, uuidFile, 60*time.Second)
+	data, err := os.ReadFile(uuidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uuid := strings.TrimSpace(string(data))
+	if _, stderr, status := e.run(t, "status", "--wait-ready=60s", uuid); status != 0 {
+		t.Fatalf("rkt status --wait-ready: status %d, stderr:\n%s", status, stderr)
+	}
+	statusOut, _, _ := e.run(t, "status", uuid)
+	if !strings.Contains(statusOut, "state=running") || !strings.Contains(statusOut, "pid=") {
+		t.Errorf("rkt status does not show a running pod with its pid:\n%s", statusOut)
+	}
+
+	stdout, stderr, status := e.run(t, "enter", "--app=busybox", uuid, "/bin/sh", "-c", "echo entered-$AC_APP_NAME; exit 4")
+	if status != 4 {
+		t.Errorf("rkt enter: status %d, want 4; stderr:\n%s", status, stderr)
+	}
+	if stdout != "entered-busybox\n" {
+		t.Errorf("rkt enter: stdout %q, want %q", stdout, "entered-busybox\n")
+	}
+
+	// rkt app exec runs the same entrypoint.
+	appExec := exec.Command(e.rkt, "--dir="+e.dataDir, "--insecure-options=image,ondisk", "app", "exec", "--app=busybox", uuid, "/bin/sh", "-c", "echo exec-ran; exit 6")
+	appExec.Env = append(os.Environ(), append(tcg, "RKT_EXPERIMENT_APP=true")...)
+	out, err := appExec.CombinedOutput()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 6 || !strings.Contains(string(out), "exec-ran\n") {
+		t.Errorf("rkt app exec: %v, output %q; want exit status 6 and exec-ran", err, out)
+	}
+
+	if _, stderr, status := e.run(t, "stop", uuid); status != 0 {
+		t.Fatalf("rkt stop: status %d, stderr:\n%s", status, stderr)
+	}
+	select {
+	case err := <-runDone:
+		runEnded = true
+		if err != nil {
+			t.Errorf("rkt run after rkt stop: %v, want exit 0; stderr:\n%s", err, runErr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("rkt run still runs 60 s after rkt stop")
+	}
+	if !strings.Contains(runOut.String(), "started\n") || !strings.Contains(runOut.String(), "got-sigterm\n") {
+		t.Errorf("rkt run stdout %q lacks the app's two lines", runOut.String())
 	}
 }

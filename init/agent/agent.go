@@ -1,6 +1,7 @@
 // Package agent is the guest's agent, a systemd service that owns the
 // virtio-serial ports: it copies the apps' output to the host, reports exit
-// statuses, decides when the pod ends, and takes the host's stop request.
+// statuses, decides when the pod ends, takes the host's stop request and
+// runs the host's enter sessions.
 //
 // The pod ends when the first app fails (its status becomes the pod's) or
 // when every app has exited with 0. The agent then signals systemd to
@@ -28,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stage1-vm/stage1-vm/init/ports"
+	"github.com/stage1-vm/stage1-vm/internal/agentproto"
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
 	"github.com/stage1-vm/stage1-vm/internal/report"
 )
@@ -45,6 +47,8 @@ type Agent struct {
 	pod    *guestconfig.Pod
 	log    *slog.Logger
 	status *os.File
+	// agent carries the enter sessions (package agentproto).
+	agent  *os.File
 	stdout *os.File
 	stderr *os.File
 
@@ -79,6 +83,10 @@ func Run(log *slog.Logger) error {
 	if a.stderr, err = ports.Open(guestconfig.StderrPort, os.O_WRONLY); err != nil {
 		return err
 	}
+	if a.agent, err = ports.Open(guestconfig.AgentPort, os.O_RDWR); err != nil {
+		return err
+	}
+	sessions := agentproto.NewConn(a.agent, agentproto.FromHost, a.serveEnter, log)
 
 	ioListener, err := listenNet("unixpacket", ports.IOSocket)
 	if err != nil {
@@ -91,6 +99,13 @@ func Run(log *slog.Logger) error {
 	go a.serve(ioListener, a.handleStream)
 	go a.serve(controlListener, a.handleControl)
 	go a.readHost()
+	go func() {
+		if err := sessions.Serve(); err != nil {
+			log.Error("agent port failed", "error", err)
+		}
+	}()
+	// The host sends nothing on a port before this report, because the
+	// guest drops what arrives on a port that no process has open.
 	a.send(report.Message{Kind: report.Serving})
 
 	terminate := make(chan os.Signal, 1)
@@ -288,6 +303,8 @@ func (a *Agent) readHost() {
 		switch line := scanner.Text(); line {
 		case "stop":
 			a.log.Info("stop requested by the host")
+			// Without this acknowledgement the host presses the ACPI power button.
+			a.send(report.Message{Kind: report.Stopping})
 			a.mu.Lock()
 			a.stopping = true
 			a.mu.Unlock()

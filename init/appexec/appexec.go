@@ -64,6 +64,94 @@ func execApp(name string) (int, error) {
 	return enterAndExec(app, app.Exec, true)
 }
 
+// Enter replaces the process with command, run in the app's rootfs, with
+// its uid and gids, environment and working directory, as rkt enter does:
+// without the app's cgroup limits, bounding set or seccomp filter. A
+// command without a slash is looked up in the PATH of the app's
+// environment. An empty command runs /bin/bash, or /bin/sh where the image
+// has no /bin/bash. TERM from this process's environment is added when the
+// app's environment has none. On failure Enter writes the error to stderr
+// and returns the exit status to use.
+func Enter(name string, command []string) int {
+	status, err := enterApp(name, command)
+	fmt.Fprintf(os.Stderr, "stage1-vm: enter app %s: %v\n", name, err)
+	return status
+}
+
+func enterApp(name string, command []string) (int, error) {
+	app, err := loadApp(name)
+	if err != nil {
+		return 1, err
+	}
+	if term := os.Getenv("TERM"); term != "" && !hasVariable(app.Env, "TERM") {
+		app.Env = append(app.Env, "TERM="+term)
+	}
+	runtime.LockOSThread()
+	if err := enter(app, false); err != nil {
+		return 1, err
+	}
+	argv, err := resolveCommand(command, app.Env)
+	if err != nil {
+		return StatusNotFound, err
+	}
+	return execStatus(argv[0], unix.Exec(argv[0], argv, app.Env))
+}
+
+// execStatus returns the shell-style exit status and the error for a
+// failed exec of program.
+func execStatus(program string, err error) (int, error) {
+	status := StatusCannotExecute
+	if errors.Is(err, unix.ENOENT) {
+		status = StatusNotFound
+	}
+	return status, fmt.Errorf("exec %s: %w", program, err)
+}
+
+func hasVariable(env []string, name string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveCommand returns the command with its program resolved in the
+// current root: a default shell for an empty command, and a PATH lookup
+// for a name without a slash.
+func resolveCommand(command, env []string) ([]string, error) {
+	if len(command) == 0 {
+		if isExecutable("/bin/bash") {
+			return []string{"/bin/bash"}, nil
+		}
+		return []string{"/bin/sh"}, nil
+	}
+	if strings.Contains(command[0], "/") {
+		return command, nil
+	}
+	path := guestconfig.DefaultPath
+	for _, kv := range env {
+		if value, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = value
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		candidate := filepath.Join(dir, command[0])
+		if isExecutable(candidate) {
+			return append([]string{candidate}, command[1:]...), nil
+		}
+	}
+	return nil, fmt.Errorf("command %q not found in PATH %q", command[0], path)
+}
+
+func isExecutable(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o111 != 0
+}
+
 // startedMark is written to the start marker of an app whose own process
 // starts, after its pre-start handler.
 const startedMark = "started\n"
@@ -134,7 +222,7 @@ func enterAndExec(app guestconfig.App, argv []string, preStart bool) (int, error
 		}
 		defer marker.Close()
 	}
-	if err := enter(app); err != nil {
+	if err := enter(app, true); err != nil {
 		return 1, err
 	}
 	if preStart && len(app.PreStart) > 0 {
@@ -157,23 +245,19 @@ func enterAndExec(app guestconfig.App, argv []string, preStart bool) (int, error
 	} else {
 		err = unix.Exec(argv[0], argv, app.Env)
 	}
-	status := StatusCannotExecute
-	if errors.Is(err, unix.ENOENT) {
-		status = StatusNotFound
-	}
-	return status, fmt.Errorf("exec %s: %w", argv[0], err)
+	return execStatus(argv[0], err)
 }
 
 // enter switches the calling thread to the app: its rootfs, working
-// directory, bounding set, ids and no_new_privs. The caller must keep its
-// thread locked until it execs.
-func enter(app guestconfig.App) error {
+// directory, ids and, with isolate, its cgroup, bounding set and
+// no_new_privs. The caller must keep its thread locked until it execs.
+func enter(app guestconfig.App, isolate bool) error {
 	// The guest's /proc and /sys, used before the app's rootfs replaces them.
 	lastCap, err := lastCapability()
 	if err != nil {
 		return err
 	}
-	if hasResourceLimits(app) {
+	if isolate && hasResourceLimits(app) {
 		if err := enterAppCgroup(app); err != nil {
 			return err
 		}
@@ -193,7 +277,7 @@ func enter(app guestconfig.App) error {
 
 	// Dropping from the bounding set needs CAP_SETPCAP, which the switch
 	// to a non-root uid takes away, so it comes first.
-	if app.RestrictCapabilities {
+	if isolate && app.RestrictCapabilities {
 		if err := restrictCapabilities(app.Capabilities, lastCap); err != nil {
 			return err
 		}
@@ -213,7 +297,7 @@ func enter(app guestconfig.App) error {
 		return fmt.Errorf("set uid %d: %w", app.UID, err)
 	}
 
-	if app.NoNewPrivileges {
+	if isolate && app.NoNewPrivileges {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("set no_new_privs: %w", err)
 		}

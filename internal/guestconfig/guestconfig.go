@@ -34,6 +34,8 @@ const (
 	// StdoutPort and StderrPort carry the apps' output to rkt run's stdout and stderr.
 	StdoutPort = "org.stage1-vm.stdout"
 	StderrPort = "org.stage1-vm.stderr"
+	// AgentPort carries the framed agent protocol of enter sessions.
+	AgentPort = "org.stage1-vm.agent"
 
 	// GuestConfigDir is where the guest mounts the config share.
 	GuestConfigDir = "/stage1-vm/config"
@@ -46,6 +48,9 @@ const (
 	// GuestInit is the path of the guest binary inside the guest system.
 	GuestInit = "/stage1-vm/bin/stage1-vm-init"
 )
+
+// DefaultPath is the PATH the appc specification gives apps that set none.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // Pod is the guest's view of the pod.
 type Pod struct {
@@ -60,6 +65,9 @@ type Pod struct {
 	DisablePaths bool `json:"disablePaths,omitempty"`
 	// Volumes is set when the host exports the volume share.
 	Volumes bool `json:"volumes,omitempty"`
+	// StopTimeoutSeconds is how long an app may take to exit after SIGTERM
+	// before it gets SIGKILL; 0 means the default of 10 s.
+	StopTimeoutSeconds int `json:"stopTimeoutSeconds,omitempty"`
 	// Apps are started in this order.
 	Apps []App `json:"apps"`
 	// Interfaces are the NICs to configure before systemd starts, matched

@@ -3,8 +3,10 @@
 // The guest sends one message a line, in ASCII:
 //
 //	hello                   the guest init started (the boot watchdog's sign of life)
-//	serving                 the agent reads the port, so the host may send "stop"
+//	serving                 the agent reads this port and the agent port, so the
+//	                        host may send "stop" and open enter sessions
 //	ready                   every app has been started
+//	stopping                the agent took the host's stop request
 //	exit <app> <status>     an app ended with an exit status of 0 to 255
 //	pod-exit <status>       every app has stopped, the shares are synced, and the
 //	                        pod's status is this; the host may end the VM
@@ -28,11 +30,12 @@ const MaxLineLength = 512
 type Kind string
 
 const (
-	Hello   Kind = "hello"
-	Serving Kind = "serving"
-	Ready   Kind = "ready"
-	Exit    Kind = "exit"
-	PodExit Kind = "pod-exit"
+	Hello    Kind = "hello"
+	Serving  Kind = "serving"
+	Ready    Kind = "ready"
+	Stopping Kind = "stopping"
+	Exit     Kind = "exit"
+	PodExit  Kind = "pod-exit"
 )
 
 // Message is one parsed line.
@@ -63,7 +66,7 @@ func Parse(line string) (Message, error) {
 	}
 	fields := strings.Split(line, " ")
 	switch Kind(fields[0]) {
-	case Hello, Serving, Ready:
+	case Hello, Serving, Ready, Stopping:
 		if len(fields) != 1 {
 			return Message{}, fmt.Errorf("invalid report line %q: %s takes no arguments", line, fields[0])
 		}

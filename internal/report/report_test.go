@@ -10,6 +10,7 @@ func TestParseValid(t *testing.T) {
 		{"hello", Message{Kind: Hello}},
 		{"ready", Message{Kind: Ready}},
 		{"serving", Message{Kind: Serving}},
+		{"stopping", Message{Kind: Stopping}},
 		{"exit web 3", Message{Kind: Exit, App: "web", Status: 3}},
 		{"exit a-1 255", Message{Kind: Exit, App: "a-1", Status: 255}},
 		{"pod-exit 0", Message{Kind: PodExit, Status: 0}},

@@ -16,7 +16,7 @@ import (
 )
 
 // DefaultPath is the PATH the appc specification gives apps that set none.
-const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+const DefaultPath = guestconfig.DefaultPath
 
 // Options are the run flags that shape the guest configuration.
 type Options struct {

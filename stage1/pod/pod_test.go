@@ -185,7 +185,7 @@ func TestGuestConfigRejects(t *testing.T) {
 		{"reserved gid", app(`{"exec":["/bin/sh"],"user":"0","group":"4294967295"}`), "(uid_t)-1"},
 		{"NUL in argument", app(`{"exec":["/bin/sh","a\u0000b"],"user":"0","group":"0"}`), "exec[1] contains a NUL byte"},
 		{"NUL in env", app(`{"exec":["/bin/sh"],"user":"0","group":"0","environment":[{"name":"X","value":"a\u0000"}]}`), "X contains a NUL byte"},
-		{"argument too long", app(`{"exec":["/bin/sh","`+strings.Repeat("x", 131072)+`"],"user":"0","group":"0"}`), "exec[1] has 131072 bytes"},
+		{"argument too long", app(`{"exec":["/bin/sh","` + strings.Repeat("x", 131072) + `"],"user":"0","group":"0"}`), "exec[1] has 131072 bytes"},
 		{"uid out of range", app(`{"exec":["/bin/sh"],"user":"4294967296","group":"0"}`), `user "4294967296": uid out of range`},
 		{"negative gid", app(`{"exec":["/bin/sh"],"user":"0","group":"-1"}`), `group "-1": gid out of range`},
 		{"event handler missing", app(`{"exec":["/bin/sh"],"user":"0","group":"0","eventHandlers":[{"name":"pre-start","exec":["/bin/true"]}]}`), `event handler pre-start: executable "/bin/true" not found`},

@@ -99,6 +99,27 @@ func (c Console) QemuParams(*govmm.Config) []string {
 	}
 }
 
+// QMPSocket is QEMU's QMP monitor on a unix socket that QEMU creates and
+// listens on. The supervisor uses it only to press the guest's ACPI power
+// button when the guest agent does not take a stop request.
+type QMPSocket struct {
+	Path string
+}
+
+// Valid reports whether the monitor can be rendered.
+func (q QMPSocket) Valid() bool {
+	return q.Path != ""
+}
+
+// QemuParams renders the -chardev and -mon arguments. With wait=off QEMU
+// starts without waiting for a client.
+func (q QMPSocket) QemuParams(*govmm.Config) []string {
+	return []string{
+		"-chardev", fmt.Sprintf("socket,id=qmp,path=%s,server=on,wait=off", escapeOption(q.Path)),
+		"-mon", "chardev=qmp,mode=control",
+	}
+}
+
 // escapeOption escapes a value inside a QEMU option list, where a comma
 // separates options and two commas stand for one.
 func escapeOption(value string) string {

@@ -100,3 +100,14 @@ func TestNICArgs(t *testing.T) {
 		}
 	}
 }
+
+func TestQMPSocketParams(t *testing.T) {
+	got := strings.Join(QMPSocket{Path: "pod,dir/qmp.sock"}.QemuParams(nil), " ")
+	want := "-chardev socket,id=qmp,path=pod,,dir/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control"
+	if got != want {
+		t.Errorf("QemuParams = %q, want %q", got, want)
+	}
+	if (QMPSocket{}).Valid() {
+		t.Error("a QMP socket without a path is valid")
+	}
+}

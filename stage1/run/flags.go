@@ -104,12 +104,17 @@ func (f *Flags) CheckSupported() error {
 const (
 	EnvAccel             = "STAGE1_VM_ACCEL"
 	EnvBootTimeout       = "STAGE1_VM_BOOT_TIMEOUT"
+	EnvStopTimeout       = "STAGE1_VM_STOP_TIMEOUT"
 	EnvExtraKernelParams = "RKT_HYPERVISOR_EXTRA_KERNEL_PARAMS"
 )
 
 // DefaultBootTimeout is how long the guest may take to reach user space.
 // Under TCG on a loaded 2-core host a boot takes about 1 to 3 s.
 const DefaultBootTimeout = 30 * time.Second
+
+// DefaultStopTimeout is the grace period of a graceful stop: how long each
+// app may take to exit after SIGTERM before it gets SIGKILL.
+const DefaultStopTimeout = 10 * time.Second
 
 // kvmProbeTimeout bounds the first boot attempt under KVM in auto mode: a
 // KVM guest reaches user space in well under a second, so a guest silent for
@@ -126,12 +131,14 @@ type VMSettings struct {
 	// Accel is "auto", "kvm" or "tcg".
 	Accel       string
 	BootTimeout time.Duration
+	// StopTimeout is the grace period between SIGTERM and SIGKILL.
+	StopTimeout time.Duration
 	ExtraParams []string
 }
 
 // ReadVMSettings reads and checks the environment variables.
 func ReadVMSettings(getenv func(string) string) (VMSettings, error) {
-	s := VMSettings{Accel: "auto", BootTimeout: DefaultBootTimeout}
+	s := VMSettings{Accel: "auto", BootTimeout: DefaultBootTimeout, StopTimeout: DefaultStopTimeout}
 	if v := getenv(EnvAccel); v != "" {
 		if v != "auto" && v != qemu.KVM && v != qemu.TCG {
 			return s, fmt.Errorf("invalid %s=%q: use auto, kvm or tcg", EnvAccel, v)
@@ -144,6 +151,14 @@ func ReadVMSettings(getenv func(string) string) (VMSettings, error) {
 			return s, fmt.Errorf("invalid %s=%q: use a whole number of seconds from 1 to 3600", EnvBootTimeout, v)
 		}
 		s.BootTimeout = time.Duration(n) * time.Second
+	}
+	if v := getenv(EnvStopTimeout); v != "" {
+		// systemd reads a TimeoutStopSec of 0 as no limit, so 0 is invalid.
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 3600 {
+			return s, fmt.Errorf("invalid %s=%q: use a whole number of seconds from 1 to 3600", EnvStopTimeout, v)
+		}
+		s.StopTimeout = time.Duration(n) * time.Second
 	}
 	s.ExtraParams = strings.Fields(getenv(EnvExtraKernelParams))
 	for _, param := range s.ExtraParams {

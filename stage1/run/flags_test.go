@@ -64,17 +64,17 @@ func TestCheckSupportedNet(t *testing.T) {
 }
 
 func TestReadVMSettings(t *testing.T) {
-	env := map[string]string{EnvAccel: "tcg", EnvBootTimeout: "7", EnvExtraKernelParams: " a=1  b "}
+	env := map[string]string{EnvAccel: "tcg", EnvBootTimeout: "7", EnvStopTimeout: "3", EnvExtraKernelParams: " a=1  b "}
 	s, err := ReadVMSettings(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Accel != "tcg" || s.BootTimeout != 7*time.Second || strings.Join(s.ExtraParams, "|") != "a=1|b" {
+	if s.Accel != "tcg" || s.BootTimeout != 7*time.Second || s.StopTimeout != 3*time.Second || strings.Join(s.ExtraParams, "|") != "a=1|b" {
 		t.Errorf("settings = %+v", s)
 	}
 
 	s, err = ReadVMSettings(func(string) string { return "" })
-	if err != nil || s.Accel != "auto" || s.BootTimeout != DefaultBootTimeout {
+	if err != nil || s.Accel != "auto" || s.BootTimeout != DefaultBootTimeout || s.StopTimeout != DefaultStopTimeout {
 		t.Errorf("defaults = %+v, %v", s, err)
 	}
 }
@@ -85,6 +85,9 @@ func TestReadVMSettingsRejects(t *testing.T) {
 		{EnvBootTimeout: "0"},
 		{EnvBootTimeout: "ten"},
 		{EnvBootTimeout: "-5"},
+		{EnvStopTimeout: "0"},
+		{EnvStopTimeout: "1.5"},
+		{EnvStopTimeout: "3601"},
 		{EnvExtraKernelParams: "quiet init=/bin/sh"},
 		{EnvExtraKernelParams: "panic=0"},
 	} {

@@ -37,9 +37,17 @@ const ErrorExitStatus = 254
 // --force: 128 plus SIGKILL, as if the pod had been killed.
 const ForcedStopExitStatus = 137
 
-// gracefulStopTimeout is how long a stop request from a signal waits for the
-// guest to stop its apps before QEMU is killed.
-const gracefulStopTimeout = 20 * time.Second
+// stopMargin is added to the apps' grace period to give the guest's stop
+// request time for the rest of the shutdown: the apps' exit reports, the
+// agent's stop and the sync of the shares. When it has passed as well,
+// QEMU is killed.
+const stopMargin = 10 * time.Second
+
+// stopAckTimeout is how long the guest agent may take to acknowledge a stop
+// request before the run entrypoint presses the guest's ACPI power button
+// instead. A stop during the boot counts from the request, so the agent
+// must also start within this time.
+const stopAckTimeout = 5 * time.Second
 
 // Main runs the pod and returns the process exit status.
 func Main(args []string) int {
@@ -139,6 +147,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if err != nil {
 		return 0, err
 	}
+	cfg.StopTimeoutSeconds = int(settings.StopTimeout / time.Second)
 
 	if !vols.HostsFromConfig() {
 		for _, app := range cfg.Apps {
@@ -216,7 +225,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	}
 	vm.Devices = append(vm.Devices, nets.devices...)
 	vm.Files = nets.files
-	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug, signals: sigs}
+	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug, signals: sigs, stopTimeout: settings.StopTimeout + stopMargin}
 	return sup.boot(vm, settings)
 }
 
@@ -250,6 +259,8 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		qemu.SerialPort{ID: "status", Name: guestconfig.StatusPort, Socket: statusSocket},
 		qemu.SerialPort{ID: "stdout", Name: guestconfig.StdoutPort, Socket: stdoutSocket},
 		qemu.SerialPort{ID: "stderr", Name: guestconfig.StderrPort, Socket: stderrSocket},
+		qemu.SerialPort{ID: "agent", Name: guestconfig.AgentPort, Socket: agentSocket},
+		qemu.QMPSocket{Path: qmpSocket},
 		qemu.Share{Tag: guestconfig.SystemTag, Path: rel(GuestRootDir), ReadOnly: true},
 		qemu.Share{Tag: guestconfig.ConfigTag, Path: rel(filepath.Join(pod.RuntimeDir, "config")), ReadOnly: true},
 	}
@@ -280,6 +291,12 @@ var (
 	statusSocket  = filepath.Join(pod.RuntimeDir, "status.sock")
 	stdoutSocket  = filepath.Join(pod.RuntimeDir, "stdout.sock")
 	stderrSocket  = filepath.Join(pod.RuntimeDir, "stderr.sock")
+	agentSocket   = filepath.Join(pod.RuntimeDir, "agent.sock")
+	// qmpSocket is QEMU's QMP monitor, which QEMU listens on.
+	qmpSocket = filepath.Join(pod.RuntimeDir, "qmp.sock")
+	// EnterSocket is where the enter entrypoint connects; the run
+	// entrypoint listens on it, not QEMU.
+	EnterSocket = filepath.Join(pod.RuntimeDir, "enter.sock")
 )
 
 // stopSignals registers the signals that stop the pod: SIGTERM from the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
 	"github.com/stage1-vm/stage1-vm/internal/report"
+	"github.com/stage1-vm/stage1-vm/stage1/enterproxy"
 	"github.com/stage1-vm/stage1-vm/stage1/pod"
 	"github.com/stage1-vm/stage1-vm/stage1/qemu"
 )
@@ -35,6 +36,8 @@ type supervisor struct {
 	debug  bool
 	// signals receives the signals that stop the pod, registered at start.
 	signals <-chan os.Signal
+	// stopTimeout is how long a graceful stop may take before QEMU is killed.
+	stopTimeout time.Duration
 }
 
 // boot starts the VM with the configured accelerator and, in auto mode,
@@ -81,7 +84,7 @@ func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error
 			s.log.Debug("starting VM", "accelerator", vm.Accel, "bootTimeout", bootTimeout, "qemuArgs", strings.Join(args, " "))
 		}
 	}
-	names := []string{consoleSocket, statusSocket, stdoutSocket, stderrSocket}
+	names := []string{consoleSocket, statusSocket, stdoutSocket, stderrSocket, agentSocket}
 	listeners := map[string]net.Listener{}
 	defer func() {
 		for _, l := range listeners {
@@ -138,7 +141,20 @@ func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error
 	reports := make(chan report.Message, 16)
 	go readReports(conns[statusSocket], reports, s.log)
 
-	st := &attemptState{sup: s, proc: proc, status: conns[statusSocket], start: start, podStatus: -1}
+	sessions, err := enterproxy.Listen(EnterSocket, conns[agentSocket], s.log)
+	if err != nil {
+		return 0, err
+	}
+	// Runs before the connections close, so that open enter sessions end
+	// with an error frame that reports the pod's stop.
+	defer sessions.Close()
+
+	st := &attemptState{sup: s, proc: proc, status: conns[statusSocket], sessions: sessions, start: start, podStatus: -1}
+	defer func() {
+		if st.powerDownCancel != nil {
+			st.powerDownCancel()
+		}
+	}()
 	watchdog := time.NewTimer(bootTimeout)
 	defer watchdog.Stop()
 loop:
@@ -156,8 +172,10 @@ loop:
 			}
 		case sig := <-s.signals:
 			st.handleSignal(sig)
+		case <-st.ackTimer:
+			st.powerDown()
 		case <-st.stopTimer:
-			st.kill(fmt.Sprintf("the guest did not stop its apps within %s of the stop request", gracefulStopTimeout))
+			st.kill(fmt.Sprintf("the guest did not stop its apps within %s of the stop request or of the power-button press", s.stopTimeout))
 		case <-proc.Done():
 			break loop
 		}
@@ -194,10 +212,11 @@ loop:
 // attemptState holds the guest's reports and the stop requests of one boot
 // attempt.
 type attemptState struct {
-	sup    *supervisor
-	proc   *qemu.Process
-	status net.Conn
-	start  time.Time
+	sup      *supervisor
+	proc     *qemu.Process
+	status   net.Conn
+	sessions *enterproxy.Proxy
+	start    time.Time
 
 	alive       bool
 	serving     bool
@@ -208,6 +227,10 @@ type attemptState struct {
 	forced      bool
 	killReason  string
 	stopTimer   <-chan time.Time
+	// ackTimer fires when the agent has not acknowledged a stop request.
+	ackTimer <-chan time.Time
+	// powerDownCancel ends a QMP power-down in progress.
+	powerDownCancel context.CancelFunc
 }
 
 func (st *attemptState) handleReport(m report.Message, watchdog *time.Timer) {
@@ -219,8 +242,12 @@ func (st *attemptState) handleReport(m report.Message, watchdog *time.Timer) {
 			watchdog.Stop()
 			s.log.Debug("guest reached user space", "after", time.Since(st.start))
 		}
+	case report.Stopping:
+		st.ackTimer = nil
+		s.log.Debug("the guest agent took the stop request")
 	case report.Serving:
 		st.serving = true
+		st.sessions.AgentReady()
 		if st.stopPending {
 			st.sendStop()
 		}
@@ -270,7 +297,8 @@ func (st *attemptState) handleSignal(sig os.Signal) {
 	}
 	st.stopAsked = true
 	s.log.Info("stopping the pod", "signal", sig)
-	st.stopTimer = time.After(gracefulStopTimeout)
+	st.stopTimer = time.After(s.stopTimeout)
+	st.ackTimer = time.After(stopAckTimeout)
 	if !st.serving {
 		// The agent has not opened the status port yet, and the guest
 		// drops what arrives on a port that no process has open.
@@ -284,6 +312,47 @@ func (st *attemptState) sendStop() {
 	st.stopPending = false
 	if _, err := io.WriteString(st.status, "stop\n"); err != nil {
 		st.kill(fmt.Sprintf("sending the stop request to the guest failed: %v", err))
+	}
+}
+
+// powerDown presses the guest's ACPI power button through QMP because the
+// agent did not acknowledge the stop request, and gives the guest's shutdown
+// the full stop timeout again before QEMU is killed.
+func (st *attemptState) powerDown() {
+	s := st.sup
+	st.ackTimer = nil
+	s.log.Warn("the guest agent did not acknowledge the stop request; pressing the guest's ACPI power button through QMP", "timeout", stopAckTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.stopTimeout)
+	st.powerDownCancel = cancel
+	go pressPowerButton(ctx, s.log)
+	st.stopTimer = time.After(s.stopTimeout)
+}
+
+// powerButtonRepeat is how often the power button is pressed again until
+// the guest shuts down. A press that the guest has taken only repeats its
+// reboot request, and one pressed while the guest's button service was
+// not reading would otherwise be lost.
+const powerButtonRepeat = 3 * time.Second
+
+// pressPowerButton presses the guest's power button through QMP every
+// powerButtonRepeat until ctx ends, which the end of the pod or the stop
+// timeout brings.
+func pressPowerButton(ctx context.Context, log *slog.Logger) {
+	for ctx.Err() == nil {
+		press, cancel := context.WithTimeout(ctx, powerButtonRepeat)
+		// PowerDown waits for the guest's shutdown, which ends the pod,
+		// so an error only means that the guest has not shut down yet. A
+		// power-down that never ends the pod ends in the kill of the stop
+		// timeout, which is reported.
+		err := qemu.PowerDown(press, qmpSocket)
+		if err == nil {
+			cancel()
+			return
+		}
+		log.Debug("no guest shutdown yet after an ACPI power-button press", "error", err)
+		// A press that failed at once waits for its interval too.
+		<-press.Done()
+		cancel()
 	}
 }
 

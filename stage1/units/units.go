@@ -1,11 +1,12 @@
 // Package units writes the systemd units that run a pod's apps in the guest.
 //
 // The guest boots stage1-vm.target. It starts the agent, which owns the
-// guest's ports, then one service an app, then stage1-vm-ready.service,
-// which reports to the host that every app has started. Each app service runs the
-// guest binary's app-exec command, which enters the app's rootfs and execs
-// the app. Its ExecStopPost reports the exit status to the agent, which
-// decides when the pod ends.
+// guest's ports, and the power-button service, which turns the host's
+// fallback stop into a reboot. Then it starts one service an app, then
+// stage1-vm-ready.service, which reports to the host that every app has
+// started. Each app service runs the guest binary's app-exec command,
+// which enters the app's rootfs and execs the app. Its ExecStopPost
+// reports the exit status to the agent, which decides when the pod ends.
 package units
 
 import (
@@ -16,6 +17,10 @@ import (
 
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
 )
+
+// DefaultStopTimeoutSeconds is the apps' grace period when the pod
+// configuration sets none.
+const DefaultStopTimeoutSeconds = 10
 
 // Target is the unit the guest's systemd boots into.
 const Target = "stage1-vm.target"
@@ -34,8 +39,13 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		appUnits = append(appUnits, AppUnit(app.Name))
 	}
 
+	stopTimeout := pod.StopTimeoutSeconds
+	if stopTimeout <= 0 {
+		stopTimeout = DefaultStopTimeoutSeconds
+	}
+
 	files := map[string]string{}
-	wants := append([]string{"stage1-vm-agent.service"}, appUnits...)
+	wants := append([]string{"stage1-vm-agent.service", "stage1-vm-power-button.service"}, appUnits...)
 	wants = append(wants, "stage1-vm-ready.service")
 	files[Target] = lines(
 		"[Unit]",
@@ -62,6 +72,20 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		"TimeoutStopSec=5",
 	)
 
+	files["stage1-vm-power-button.service"] = lines(
+		"[Unit]",
+		"Description=stage1-vm ACPI power button, the host's fallback stop",
+		"DefaultDependencies=no",
+		"Conflicts=shutdown.target",
+		"Before=shutdown.target",
+		"",
+		"[Service]",
+		"Type=simple",
+		"ExecStart="+init+" power-button",
+		"StandardOutput=file:/dev/kmsg",
+		"StandardError=file:/dev/kmsg",
+	)
+
 	for _, app := range pod.Apps {
 		unit := []string{
 			"[Unit]",
@@ -85,7 +109,8 @@ func Render(pod *guestconfig.Pod) map[string]string {
 			"ExecStopPost="+init+" app-exited "+app.Name,
 			"Restart=no",
 			"KillMode=mixed",
-			"TimeoutStopSec=10",
+			// The grace period between SIGTERM and SIGKILL.
+			fmt.Sprintf("TimeoutStopSec=%d", stopTimeout),
 			"StandardInput=null",
 			// app-exec connects the app's stdout and stderr to the agent
 			// itself; these catch only its own errors before that.

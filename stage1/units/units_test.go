@@ -67,3 +67,14 @@ func TestRenderAppUnits(t *testing.T) {
 		t.Errorf("target does not want the app:\n%s", files[Target])
 	}
 }
+
+func TestRenderStopTimeout(t *testing.T) {
+	files := Render(&guestconfig.Pod{StopTimeoutSeconds: 3, Apps: []guestconfig.App{{Name: "a"}}})
+	if !strings.Contains(files["app-a.service"], "TimeoutStopSec=3\n") {
+		t.Errorf("app unit lacks TimeoutStopSec=3:\n%s", files["app-a.service"])
+	}
+	files = Render(&guestconfig.Pod{Apps: []guestconfig.App{{Name: "a"}}})
+	if !strings.Contains(files["app-a.service"], "TimeoutStopSec=10\n") {
+		t.Errorf("app unit without a configured grace period lacks TimeoutStopSec=10:\n%s", files["app-a.service"])
+	}
+}

@@ -8,7 +8,7 @@ import (
 )
 
 // BusyboxApplets are the commands linked to busybox in test images.
-var BusyboxApplets = []string{"sh", "echo", "cat", "ls", "env", "sleep", "true", "false", "uname", "pwd", "printf", "id", "touch", "rm", "mkdir", "test", "kill", "trap", "seq", "wc", "head", "tr", "ifconfig", "nc", "pidof", "grep", "mount", "stat", "nproc", "ip", "awk", "wget", "httpd", "cut"}
+var BusyboxApplets = []string{"sh", "echo", "cat", "ls", "env", "sleep", "true", "false", "uname", "pwd", "printf", "id", "touch", "rm", "mkdir", "test", "kill", "trap", "seq", "wc", "head", "tr", "ifconfig", "nc", "pidof", "grep", "mount", "stat", "nproc", "ip", "awk", "wget", "httpd", "cut", "stty", "tty"}
 
 // BusyboxImage builds an app image tree in dir from Debian's busybox-static.
 func BusyboxImage(dir string) error {

@@ -147,6 +147,10 @@ func (p *Pod) Close() error {
 	return err
 }
 
+// GC runs the gc entrypoint as `rkt gc` does, and leaves the pod directory
+// and its mounts in place, so that a test can check what gc removed.
+func (p *Pod) GC() error { return p.driver.gc(p.UUID, p.Dir) }
+
 // Stop runs the stop entrypoint as `rkt stop` does.
 func (p *Pod) Stop(force bool) error {
 	args := []string{p.UUID}
@@ -159,6 +163,20 @@ func (p *Pod) Stop(force bool) error {
 		return fmt.Errorf("stop pod %s: %w: %s", p.UUID, err, out)
 	}
 	return nil
+}
+
+// EnterCommand returns the enter entrypoint's command as rkt enter and
+// rkt app exec run it: the run entrypoint's pid from the pod's pid file,
+// the app name, then the command after "--". The caller sets its stdio.
+func (p *Pod) EnterCommand(app string, command ...string) (*exec.Cmd, error) {
+	data, err := os.ReadFile(filepath.Join(p.Dir, "pid"))
+	if err != nil {
+		return nil, fmt.Errorf("read the pid file of pod %s: %w", p.UUID, err)
+	}
+	args := append([]string{"--pid=" + strings.TrimSpace(string(data)), "--appname=" + app, "--"}, command...)
+	cmd := exec.Command(filepath.Join(p.Dir, "stage1/rootfs/stage1-vm/host/enter"), args...)
+	cmd.Dir = p.Dir
+	return cmd, nil
 }
 
 // Ready reports whether the pod reported that its apps started.

@@ -10,9 +10,10 @@ import (
 	"github.com/stage1-vm/stage1-vm/init/agent"
 	"github.com/stage1-vm/stage1-vm/init/appexec"
 	"github.com/stage1-vm/stage1-vm/init/boot"
+	"github.com/stage1-vm/stage1-vm/init/powerbutton"
 )
 
-const usage = "usage: stage1-vm-init [agent | app-exec APP | post-stop APP | app-exited APP | notify-ready]"
+const usage = "usage: stage1-vm-init [agent | app-exec APP | post-stop APP | app-exited APP | enter-exec APP -- [COMMAND...] | notify-ready | power-button]"
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -34,9 +35,16 @@ func main() {
 		os.Exit(appexec.Exec(os.Args[2]))
 	case cmd == "post-stop" && len(os.Args) == 3:
 		os.Exit(appexec.PostStop(os.Args[2]))
+	case cmd == "enter-exec" && len(os.Args) >= 4 && os.Args[3] == "--":
+		os.Exit(appexec.Enter(os.Args[2], os.Args[4:]))
 	case cmd == "app-exited" && len(os.Args) == 3:
 		if err := appexec.Exited(os.Args[2]); err != nil {
 			log.Error("report exit failed", "app", os.Args[2], "error", err)
+			os.Exit(1)
+		}
+	case cmd == "power-button" && len(os.Args) == 2:
+		if err := powerbutton.Run(log); err != nil {
+			log.Error("power button service failed", "error", err)
 			os.Exit(1)
 		}
 	case cmd == "notify-ready" && len(os.Args) == 2:

@@ -150,12 +150,15 @@ func benchmark(opts options) error {
 // counted, then the cases interleaved so that a change in the host's load
 // affects all of them.
 func measure(ctx context.Context, fl *floor, p *pods, runs, concurrent int) (*results, error) {
-	log.Print("warm-up: one floor boot and one hello pod, not counted")
+	log.Print("warm-up: one floor boot, one hello pod, one enter and the two stops, not counted")
 	if _, err := fl.run(ctx); err != nil {
 		return nil, fmt.Errorf("warm-up floor boot: %w", err)
 	}
 	if _, err := p.runHello(ctx); err != nil {
 		return nil, fmt.Errorf("warm-up hello pod: %w", err)
+	}
+	if _, err := p.runSessions(ctx); err != nil {
+		return nil, fmt.Errorf("warm-up enter and stop: %w", err)
 	}
 
 	res := &results{}
@@ -184,6 +187,13 @@ func measure(ctx context.Context, fl *floor, p *pods, runs, concurrent int) (*re
 			res.Concurrent = append(res.Concurrent, c)
 			progress += fmt.Sprintf("; %d pods at once %.2f s", concurrent, c.AllExited.Seconds())
 		}
+		sessions, err := p.runSessions(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("enter and stop, run %d: %w", i, err)
+		}
+		res.Sessions = append(res.Sessions, sessions)
+		progress += fmt.Sprintf("; enter %.2f s, stop %.2f s, stop --force %.2f s",
+			sessions.Enter.Seconds(), sessions.Stop.Seconds(), sessions.ForceStop.Seconds())
 		if busy {
 			progress += " (another QEMU was running at the start)"
 		}

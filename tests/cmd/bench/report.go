@@ -106,6 +106,7 @@ type results struct {
 	Floor      []floorRun
 	Pods       []podRun
 	Concurrent []concurrentRun
+	Sessions   []sessionRun
 	Image      imageSizes
 	// BusyIterations counts the iterations that began while a QEMU that
 	// this program did not start was running.
@@ -124,6 +125,7 @@ type table struct {
 	floorTime, floorPeak                           row
 	podQEMU, podFirst, podExit, podReturn, podPeak row
 	concurrentPrinted, concurrentExited            row
+	enter, stop, forceStop                         row
 }
 
 func (r *results) table(concurrentOf int) table {
@@ -144,6 +146,12 @@ func (r *results) table(concurrentOf int) table {
 		concPrinted = append(concPrinted, c.AllPrinted)
 		concExited = append(concExited, c.AllExited)
 	}
+	var enter, stop, forceStop []time.Duration
+	for _, s := range r.Sessions {
+		enter = append(enter, s.Enter)
+		stop = append(stop, s.Stop)
+		forceStop = append(forceStop, s.ForceStop)
+	}
 	return table{
 		floorTime: row{"Floor: QEMU start to exit", "s", summarize(seconds(floorTime))},
 		floorPeak: row{"Floor: QEMU peak RSS (wait4)", "MiB", summarize(mebibytes(floorPeak))},
@@ -157,6 +165,9 @@ func (r *results) table(concurrentOf int) table {
 			"s", summarize(seconds(concPrinted))},
 		concurrentExited: row{fmt.Sprintf("%d hello pods at once: last run entrypoint exited", concurrentOf),
 			"s", summarize(seconds(concExited))},
+		enter:     row{"Enter: `true` in a running pod, enter entrypoint start to exit", "s", summarize(seconds(enter))},
+		stop:      row{"Stop: stop entrypoint start to run entrypoint exit (app exits on SIGTERM)", "s", summarize(seconds(stop))},
+		forceStop: row{"Stop --force: stop entrypoint start to run entrypoint exit", "s", summarize(seconds(forceStop))},
 	}
 }
 
@@ -187,6 +198,9 @@ func writeTables(w io.Writer, r *results, m *machine) {
 	rows := []row{t.floorTime, t.floorPeak, t.podQEMU, t.podFirst, t.podExit, t.podReturn, t.podPeak}
 	if len(r.Concurrent) > 0 {
 		rows = append(rows, t.concurrentPrinted, t.concurrentExited)
+	}
+	if len(r.Sessions) > 0 {
+		rows = append(rows, t.enter, t.stop, t.forceStop)
 	}
 	fmt.Fprintf(w, "| Measurement (%d runs) | Median | Min | Max |\n|---|---|---|---|\n", m.Runs)
 	for _, row := range rows {
