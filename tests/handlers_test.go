@@ -2,6 +2,7 @@ package tests
 
 import (
 	"testing"
+	"time"
 
 	"github.com/appc/spec/schema/types"
 
@@ -50,4 +51,21 @@ func TestFailingPreStartKeepsAppFromStarting(t *testing.T) {
 	if res.Stdout != "checking\n" {
 		t.Errorf("stdout = %q, want the pre-start handler's output only", res.Stdout)
 	}
+}
+
+// TestPostStopWithMemoryLimit runs a post-stop handler for an app with a
+// memory limit, whose limits live in a child of the unit's cgroup: the
+// handler and the exit report must still run.
+func TestPostStopWithMemoryLimit(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "limited", "/bin/sh", "-c", "echo main")
+	app.App.Isolators = types.Isolators{isolator(t, "resource/memory", `{"limit":"64Mi"}`)}
+	app.App.EventHandlers = []types.EventHandler{{Name: "post-stop", Exec: []string{"/bin/sh", "-c", "echo post-stop"}}}
+	pod, err := d.Start([]stage0.App{app}, stage0.Options{Env: tcg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pod.Close() })
+	// Before the fix the pod never ended, so the wait is bounded.
+	wantOutput(t, waitResult(t, pod, 60*time.Second), "main\npost-stop\n")
 }

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -124,8 +125,17 @@ func wantOutput(t *testing.T, res *stage0.Result, want string) {
 		t.Fatalf("exit status %d, stderr:\n%s", res.ExitCode, res.Stderr)
 	}
 	if res.Stdout != want {
-		t.Errorf("stdout = %q, want %q", res.Stdout, want)
+		t.Errorf("stdout = %q, want %q", shorten(res.Stdout), shorten(want))
 	}
+}
+
+// shorten keeps a long text readable in a failure message.
+func shorten(s string) string {
+	const limit = 400
+	if len(s) <= limit {
+		return s
+	}
+	return fmt.Sprintf("%s...(%d bytes)...%s", s[:limit/2], len(s), s[len(s)-limit/2:])
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -561,4 +562,51 @@ func TestNetMacvlanStatic(t *testing.T) {
 		t.Errorf("server received %q, want the guest's line", line)
 	}
 	checkNetNSGone(t, res.UUID)
+}
+
+// TestNetTeardownAfterCrashes kills QEMU of a networked pod, which the run
+// entrypoint must notice and tear the network down, and then kills the run
+// entrypoint of another, which gc must clean up after. Both leave the host
+// as it was.
+func TestNetTeardownAfterCrashes(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "sleeper", "/bin/sh", "-c", "sleep 600")
+	start := func() *stage0.Pod {
+		pod, err := d.Start([]stage0.App{app}, stage0.Options{Env: tcg, Args: []string{"--net=default"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pod.Close() })
+		for deadline := time.Now().Add(60 * time.Second); !pod.Ready(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("pod did not report ready within 60 s")
+			}
+		}
+		return pod
+	}
+	// A first pod makes the shared portmap chains and /var/run/netns exist.
+	warmup := start()
+	if err := warmup.Stop(true); err != nil {
+		t.Fatal(err)
+	}
+	waitResult(t, warmup, 30*time.Second)
+	before := netSnapshot(t, d.DataDir)
+
+	killedQEMU := start()
+	if err := syscall.Kill(qemuPID(t, killedQEMU), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitResult(t, killedQEMU, 30*time.Second)
+	checkNetNSGone(t, killedQEMU.UUID)
+
+	killedRun := start()
+	if err := killedRun.Process().Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitResult(t, killedRun, 30*time.Second)
+	if err := killedRun.GC(); err != nil {
+		t.Fatalf("gc after the run entrypoint was killed: %v", err)
+	}
+	checkNetNSGone(t, killedRun.UUID)
+	compareSnapshots(t, before, netSnapshot(t, d.DataDir))
 }

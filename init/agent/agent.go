@@ -170,6 +170,10 @@ func (a *Agent) handleStream(c net.Conn) {
 	}
 	defer pipe.Close()
 	fields := strings.Fields(string(buf[:n]))
+	if len(fields) == 2 && fields[0] == "stdin" {
+		a.copyStdin(fields[1], pipe)
+		return
+	}
 	if len(fields) != 2 || (fields[0] != "stdout" && fields[0] != "stderr") {
 		a.log.Error("invalid stream header", "header", string(buf[:n]))
 		return
@@ -208,6 +212,25 @@ func (a *Agent) handleStream(c net.Conn) {
 			a.log.Error("read app output failed", "app", fields[1], "error", err)
 			return
 		}
+	}
+}
+
+// copyStdin copies rkt run's stdin from the stdin port into the write end
+// of the app's stdin pipe, and closes the pipe when the host closes its end
+// of the port, which the app sees as the end of its input.
+func (a *Agent) copyStdin(app string, pipe *os.File) {
+	if cfg, ok := a.pod.App(app); !ok || !cfg.Stdin {
+		a.log.Error("stdin requested by an app that has none", "app", app)
+		return
+	}
+	port, err := ports.Open(guestconfig.StdinPort, os.O_RDONLY)
+	if err != nil {
+		a.log.Error("open the stdin port failed", "app", app, "error", err)
+		return
+	}
+	defer port.Close()
+	if _, err := io.Copy(pipe, port); err != nil {
+		a.log.Warn("copy stdin to the app stopped", "app", app, "error", err)
 	}
 }
 

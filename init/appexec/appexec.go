@@ -61,6 +61,11 @@ func execApp(name string) (int, error) {
 	if err := connectStream("stderr", name, 2); err != nil {
 		return 1, err
 	}
+	if app.Stdin {
+		if err := connectStream("stdin", name, 0); err != nil {
+			return 1, err
+		}
+	}
 	return enterAndExec(app, app.Exec, true)
 }
 
@@ -197,6 +202,10 @@ func PostStop(name string) int {
 	if err == nil {
 		err = connectStream("stderr", name, 2)
 	}
+	// systemd runs the handler in the unit's .control cgroup and
+	// app-exited there next, which it cannot do once that cgroup has a
+	// child: the handler stays out of the app's limits.
+	app.MemoryMax, app.CPUMillis, app.CPUWeight = 0, 0, 0
 	status := 1
 	if err == nil {
 		status, err = enterAndExec(app, app.PostStop, false)
@@ -337,10 +346,11 @@ func restrictCapabilities(keep []uint, last uint) error {
 	return nil
 }
 
-// connectStream makes fd the write end of a pipe whose read end goes to the
-// agent, which copies it to the host's stdout or stderr. A pipe rather than
-// the socket itself, because apps reopen /dev/stdout, and a socket cannot be
-// opened through /proc/self/fd.
+// connectStream makes fd one end of a pipe whose other end goes to the
+// agent: the write end for stdout and stderr, which the agent copies to the
+// host, and the read end for stdin, which the agent fills from the host. A
+// pipe rather than the socket itself, because apps reopen /dev/stdout, and
+// a socket cannot be opened through /proc/self/fd.
 func connectStream(stream, app string, fd int) error {
 	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: ports.IOSocket, Net: "unixpacket"})
 	if err != nil {
@@ -353,11 +363,16 @@ func connectStream(stream, app string, fd int) error {
 	}
 	defer unix.Close(pipe[0])
 	defer unix.Close(pipe[1])
+	// The agent reads output from the pipe and writes input into it.
+	agentEnd, appEnd := pipe[0], pipe[1]
+	if stream == "stdin" {
+		agentEnd, appEnd = pipe[1], pipe[0]
+	}
 	header := []byte(fmt.Sprintf("%s %s\n", stream, app))
-	if _, _, err := conn.WriteMsgUnix(header, unix.UnixRights(pipe[0]), nil); err != nil {
+	if _, _, err := conn.WriteMsgUnix(header, unix.UnixRights(agentEnd), nil); err != nil {
 		return fmt.Errorf("pass %s to the agent: %w", stream, err)
 	}
-	if err := unix.Dup3(pipe[1], fd, 0); err != nil {
+	if err := unix.Dup3(appEnd, fd, 0); err != nil {
 		return fmt.Errorf("dup %s: %w", stream, err)
 	}
 	return nil

@@ -34,6 +34,8 @@ const (
 	// StdoutPort and StderrPort carry the apps' output to rkt run's stdout and stderr.
 	StdoutPort = "org.stage1-vm.stdout"
 	StderrPort = "org.stage1-vm.stderr"
+	// StdinPort carries rkt run's stdin to the app of an --interactive pod.
+	StdinPort = "org.stage1-vm.stdin"
 	// AgentPort carries the framed agent protocol of enter sessions.
 	AgentPort = "org.stage1-vm.agent"
 
@@ -143,6 +145,8 @@ type App struct {
 	SupplementaryGIDs []uint32 `json:"supplementaryGIDs,omitempty"`
 	// Mounts are made in this order, parents first.
 	Mounts []Mount `json:"mounts,omitempty"`
+	// Stdin connects the app's stdin to rkt run's (--interactive).
+	Stdin bool `json:"stdin,omitempty"`
 
 	// MemoryMax is the app's memory limit in bytes, 0 for none.
 	MemoryMax uint64 `json:"memoryMax,omitempty"`

@@ -131,6 +131,9 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if len(manifest.Apps) == 0 {
 		return 0, errors.New("the pod manifest has no apps")
 	}
+	if flags.Interactive && len(manifest.Apps) != 1 {
+		return 0, fmt.Errorf("--interactive needs a pod of one app; this one has %d", len(manifest.Apps))
+	}
 	dns, err := pod.ParseDNSConfMode(flags.DNSConfMode)
 	if err != nil {
 		return 0, err
@@ -148,6 +151,9 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		return 0, err
 	}
 	cfg.StopTimeoutSeconds = int(settings.StopTimeout / time.Second)
+	if flags.Interactive {
+		cfg.Apps[0].Stdin = true
+	}
 
 	if !vols.HostsFromConfig() {
 		for _, app := range cfg.Apps {
@@ -264,6 +270,9 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		qemu.Share{Tag: guestconfig.SystemTag, Path: rel(GuestRootDir), ReadOnly: true},
 		qemu.Share{Tag: guestconfig.ConfigTag, Path: rel(filepath.Join(pod.RuntimeDir, "config")), ReadOnly: true},
 	}
+	if cfg.Apps[0].Stdin {
+		devices = append(devices, qemu.SerialPort{ID: "stdin", Name: guestconfig.StdinPort, Socket: stdinSocket})
+	}
 	for _, app := range cfg.Apps {
 		devices = append(devices, qemu.Share{Tag: app.MountTag, Path: rel(pod.AppRootfs(app.Name)), ReadOnly: app.ReadOnlyRootfs})
 	}
@@ -291,6 +300,7 @@ var (
 	statusSocket  = filepath.Join(pod.RuntimeDir, "status.sock")
 	stdoutSocket  = filepath.Join(pod.RuntimeDir, "stdout.sock")
 	stderrSocket  = filepath.Join(pod.RuntimeDir, "stderr.sock")
+	stdinSocket   = filepath.Join(pod.RuntimeDir, "stdin.sock")
 	agentSocket   = filepath.Join(pod.RuntimeDir, "agent.sock")
 	// qmpSocket is QEMU's QMP monitor, which QEMU listens on.
 	qmpSocket = filepath.Join(pod.RuntimeDir, "qmp.sock")

@@ -85,6 +85,10 @@ func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error
 		}
 	}
 	names := []string{consoleSocket, statusSocket, stdoutSocket, stderrSocket, agentSocket}
+	stdin := s.pod.Apps[0].Stdin
+	if stdin {
+		names = append(names, stdinSocket)
+	}
 	listeners := map[string]net.Listener{}
 	defer func() {
 		for _, l := range listeners {
@@ -137,6 +141,16 @@ func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error
 	relay(consoleOut, conns[consoleSocket])
 	relay(&drainOnError{w: os.Stdout}, conns[stdoutSocket])
 	relay(&drainOnError{w: os.Stderr}, conns[stderrSocket])
+	if stdin {
+		// Not waited for: a read of a terminal blocks until the user types.
+		// At the end of stdin only the write side closes: QEMU reads what
+		// the guest has not taken yet, then ends the app's input. A full
+		// close would make QEMU drop the unread data.
+		go func(conn *net.UnixConn) {
+			_, _ = io.Copy(conn, os.Stdin)
+			_ = conn.CloseWrite()
+		}(conns[stdinSocket].(*net.UnixConn))
+	}
 
 	reports := make(chan report.Message, 16)
 	go readReports(conns[statusSocket], reports, s.log)
