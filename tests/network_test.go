@@ -590,6 +590,7 @@ func TestNetTeardownAfterCrashes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitResult(t, warmup, 30*time.Second)
+	warmup.Close()
 	before := netSnapshot(t, d.DataDir)
 
 	killedQEMU := start()
@@ -598,6 +599,7 @@ func TestNetTeardownAfterCrashes(t *testing.T) {
 	}
 	waitResult(t, killedQEMU, 30*time.Second)
 	checkNetNSGone(t, killedQEMU.UUID)
+	killedQEMU.Close()
 
 	killedRun := start()
 	if err := killedRun.Process().Kill(); err != nil {
@@ -608,5 +610,7 @@ func TestNetTeardownAfterCrashes(t *testing.T) {
 		t.Fatalf("gc after the run entrypoint was killed: %v", err)
 	}
 	checkNetNSGone(t, killedRun.UUID)
+	// Close unmounts the pod's overlays, as rkt does after gc.
+	killedRun.Close()
 	compareSnapshots(t, before, netSnapshot(t, d.DataDir))
 }

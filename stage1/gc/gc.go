@@ -126,26 +126,65 @@ func podUUID(args []string) (string, error) {
 // not trusted: the process must carry the pod's UUID on its command line,
 // so a reused pid is never signalled.
 func killQEMU(uuid string, sig unix.Signal) error {
+	marker := []byte("\x00-uuid\x00" + uuid + "\x00")
+	var pids []int
 	pid, cmdline, err := readPIDFile(filepath.Join(pod.RuntimeDir, "qemu.pid"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	switch {
+	case err == nil:
+		if bytes.Contains(cmdline, marker) {
+			pids = append(pids, pid)
+		}
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		// QEMU creates its pid file before it writes it: a supervisor
+		// killed in between leaves it empty. The QEMU of the pod, if any,
+		// is then found by its command line.
+		if pids, err = processesWith(marker); err != nil {
+			return fmt.Errorf("find QEMU of pod %s: %w", uuid, err)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("QEMU of pod %s: %w", uuid, err)
+	for _, pid := range pids {
+		if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("kill QEMU of pod %s (pid %d): %w", uuid, pid, err)
+		}
 	}
-	if !bytes.Contains(cmdline, []byte("\x00-uuid\x00"+uuid+"\x00")) {
-		return nil
+	for _, pid := range pids {
+		if !waitGone(pid) {
+			return fmt.Errorf("QEMU of pod %s (pid %d) did not exit after %s", uuid, pid, sig)
+		}
 	}
-	if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("kill QEMU of pod %s (pid %d): %w", uuid, pid, err)
-	}
+	return nil
+}
+
+// waitGone waits up to 5 s for a process to exit.
+func waitGone(pid int) bool {
 	for i := 0; i < 100; i++ {
 		if unix.Kill(pid, 0) != nil {
-			return nil
+			return true
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("QEMU of pod %s (pid %d) did not exit after %s", uuid, pid, sig)
+	return false
+}
+
+// processesWith returns the processes whose command line contains marker.
+func processesWith(marker []byte) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 1 {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && bytes.Contains(cmdline, marker) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
 }
 
 // readPIDFile reads a pid file and the command line of its process. The
