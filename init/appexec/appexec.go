@@ -202,10 +202,6 @@ func PostStop(name string) int {
 	if err == nil {
 		err = connectStream("stderr", name, 2)
 	}
-	// systemd runs the handler in the unit's .control cgroup and
-	// app-exited there next, which it cannot do once that cgroup has a
-	// child: the handler stays out of the app's limits.
-	app.MemoryMax, app.CPUMillis, app.CPUWeight = 0, 0, 0
 	status := 1
 	if err == nil {
 		status, err = enterAndExec(app, app.PostStop, false)
@@ -214,14 +210,17 @@ func PostStop(name string) int {
 	return status
 }
 
-// enterAndExec enters the app and execs argv, after the pre-start handler
-// when preStart is set.
-func enterAndExec(app guestconfig.App, argv []string, preStart bool) (int, error) {
+// enterAndExec enters the app and execs argv. With mainProcess, argv is the
+// app's own process: it goes into the app's cgroup and runs after the
+// pre-start handler. The post-stop handler stays in the cgroup systemd gave
+// it, because systemd starts app-exited there next and cannot once that
+// cgroup has a child.
+func enterAndExec(app guestconfig.App, argv []string, mainProcess bool) (int, error) {
 	// The bounding set and no_new_privs belong to a thread, and execve keeps
 	// those of the thread that calls it, so all of it runs on one thread.
 	runtime.LockOSThread()
 	var marker *os.File
-	if preStart {
+	if mainProcess {
 		// Opened as root before entering the app, written once the app's
 		// own process is about to start: post-stop runs only then.
 		var err error
@@ -231,10 +230,15 @@ func enterAndExec(app guestconfig.App, argv []string, preStart bool) (int, error
 		}
 		defer marker.Close()
 	}
+	if mainProcess && app.HasResourceLimits() {
+		if err := enterAppCgroup(app); err != nil {
+			return 1, err
+		}
+	}
 	if err := enter(app, true); err != nil {
 		return 1, err
 	}
-	if preStart && len(app.PreStart) > 0 {
+	if mainProcess && len(app.PreStart) > 0 {
 		if status, err := runPreStart(app); err != nil {
 			return status, err
 		}
@@ -258,18 +262,12 @@ func enterAndExec(app guestconfig.App, argv []string, preStart bool) (int, error
 }
 
 // enter switches the calling thread to the app: its rootfs, working
-// directory, ids and, with isolate, its cgroup, bounding set and
-// no_new_privs. The caller must keep its thread locked until it execs.
+// directory, ids and, with isolate, its bounding set and no_new_privs. The caller must keep its thread locked until it execs.
 func enter(app guestconfig.App, isolate bool) error {
-	// The guest's /proc and /sys, used before the app's rootfs replaces them.
+	// The guest's /proc, read before the app's rootfs replaces it.
 	lastCap, err := lastCapability()
 	if err != nil {
 		return err
-	}
-	if isolate && hasResourceLimits(app) {
-		if err := enterAppCgroup(app); err != nil {
-			return err
-		}
 	}
 	if err := unix.Chroot(app.RootfsPath()); err != nil {
 		return fmt.Errorf("enter rootfs: %w", err)

@@ -9,20 +9,14 @@ import (
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
 )
 
-// cgroupRoot is where systemd mounts the cgroup v2 hierarchy in the guest.
+// cgroupRoot is the mount point of the guest's cgroup v2 hierarchy.
 const cgroupRoot = "/sys/fs/cgroup"
 
-// appCgroup is the child of the app unit's cgroup that holds the app. The
-// limits go there rather than on the unit, so that the unit's own helpers
-// (app-exited, the post-stop handler), which systemd runs in the unit's
-// .control cgroup, never count against them: an app that uses up its
-// memory must not keep its exit status from the host.
+// appCgroup is the child of the app unit's cgroup that contains the app.
+// The limits go there rather than on the unit, so that the unit's helpers
+// (app-exited, the post-stop handler) never count against them. An app
+// that uses up its memory then still gets its exit status to the host.
 const appCgroup = "app"
-
-// hasResourceLimits reports whether the app needs a cgroup of its own.
-func hasResourceLimits(app guestconfig.App) bool {
-	return app.MemoryMax > 0 || app.CPUMillis > 0 || app.CPUWeight > 0
-}
 
 // enterAppCgroup moves the calling process into the app's cgroup and sets
 // its limits. The unit has Delegate=yes, so the subtree is this process's.

@@ -172,6 +172,12 @@ type App struct {
 	PostStop []string `json:"postStop,omitempty"`
 }
 
+// HasResourceLimits reports whether the app has a memory or CPU setting,
+// which app-exec applies in a cgroup of the app's own.
+func (a App) HasResourceLimits() bool {
+	return a.MemoryMax > 0 || a.CPUMillis > 0 || a.CPUWeight > 0
+}
+
 // RootfsPath returns where the guest mounts the app's rootfs.
 func (a App) RootfsPath() string {
 	return filepath.Join(GuestAppsDir, a.Name, "rootfs")

@@ -140,7 +140,7 @@ func Render(pod *guestconfig.Pod) map[string]string {
 // hands to it; the app inherits its oom_score_adj from app-exec.
 func resourceLines(app guestconfig.App) []string {
 	var l []string
-	if app.MemoryMax > 0 || app.CPUMillis > 0 || app.CPUWeight > 0 {
+	if app.HasResourceLimits() {
 		l = append(l, "Delegate=yes")
 	}
 	if app.OOMScoreAdjust != nil {
