@@ -42,7 +42,7 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 	if err := ValidateHostname(opts.Hostname); err != nil {
 		return nil, nil, err
 	}
-	if err := checkSupported(podDir, pm); err != nil {
+	if err := checkSupported(pm); err != nil {
 		return nil, nil, err
 	}
 	mounts, plan, err := resolveMounts(podDir, pm)

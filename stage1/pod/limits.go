@@ -44,7 +44,7 @@ const maxAppNameLength = 200
 // checkSupported rejects what this version cannot run faithfully yet, so
 // that a pod never runs with a setting silently dropped. Each error names
 // the field and the value.
-func checkSupported(podDir string, pm *schema.PodManifest) error {
+func checkSupported(pm *schema.PodManifest) error {
 	if len(pm.Apps) > MaxApps {
 		return fmt.Errorf("the pod has %d apps; a pod VM runs at most %d", len(pm.Apps), MaxApps)
 	}

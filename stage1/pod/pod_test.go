@@ -246,7 +246,7 @@ func TestCheckSupportedTooManyApps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = checkSupported(t.TempDir(), pm)
+	err = checkSupported(pm)
 	if want := "21 apps; a pod VM runs at most 20"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("checkSupported error = %v, want it to contain %q", err, want)
 	}

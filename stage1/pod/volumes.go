@@ -6,7 +6,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/appc/spec/schema"
@@ -42,13 +41,18 @@ type podVolume struct {
 	file   bool
 }
 
+// emptyVolume is an empty volume's checked mode and owner.
+type emptyVolume struct {
+	mode, uid, gid uint32
+}
+
 // volumePlan collects the mounts of every app and the views they need.
 type volumePlan struct {
 	podDir  string
 	volumes map[string]*podVolume
 	views   map[string]volume.View
 	// empty lists the empty volumes to create, by name.
-	empty map[string]types.Volume
+	empty map[string]emptyVolume
 	// configFiles are files for the config share, by their path there.
 	configFiles map[string][]byte
 }
@@ -65,7 +69,7 @@ func resolveMounts(podDir string, pm *schema.PodManifest) (map[string][]guestcon
 		podDir:  podDir,
 		volumes: map[string]*podVolume{},
 		views:   map[string]volume.View{},
-		empty:   map[string]types.Volume{},
+		empty:   map[string]emptyVolume{},
 	}
 	for _, v := range pm.Volumes {
 		if _, dup := plan.volumes[v.Name.String()]; dup {
@@ -194,8 +198,9 @@ func (p *volumePlan) locate(vol *podVolume) error {
 		if vol.Mode == nil || vol.UID == nil || vol.GID == nil {
 			return fmt.Errorf("empty volume %s lacks a mode, uid or gid", vol.Name)
 		}
-		if m, err := strconv.ParseUint(*vol.Mode, 8, 32); err != nil || m > 0o7777 {
-			return fmt.Errorf("empty volume %s: invalid mode %q; use an octal mode such as 0755", vol.Name, *vol.Mode)
+		mode, err := volume.ParseMode(*vol.Mode)
+		if err != nil {
+			return fmt.Errorf("empty volume %s: %w", vol.Name, err)
 		}
 		for _, id := range []int{*vol.UID, *vol.GID} {
 			if id < 0 || int64(id) >= 1<<32-1 {
@@ -203,7 +208,7 @@ func (p *volumePlan) locate(vol *podVolume) error {
 			}
 		}
 		vol.source = filepath.Join(p.podDir, EmptyVolumesDir, vol.Name.String())
-		p.empty[vol.Name.String()] = vol.Volume
+		p.empty[vol.Name.String()] = emptyVolume{mode: mode, uid: uint32(*vol.UID), gid: uint32(*vol.GID)}
 	default:
 		return fmt.Errorf("volume %s has kind %q; use \"host\" or \"empty\"", vol.Name, vol.Kind)
 	}
@@ -255,7 +260,7 @@ func (v *Volumes) Prepare(cfg *guestconfig.Pod) error {
 	for _, name := range sortedKeys(v.plan.empty) {
 		vol := v.plan.empty[name]
 		dir := filepath.Join(v.plan.podDir, EmptyVolumesDir, name)
-		if err := volume.CreateEmpty(dir, *vol.Mode, *vol.UID, *vol.GID); err != nil {
+		if err := volume.CreateEmpty(dir, vol.mode, vol.uid, vol.gid); err != nil {
 			return fmt.Errorf("empty volume %s: %w", name, err)
 		}
 	}

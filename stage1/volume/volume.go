@@ -122,28 +122,30 @@ func bind(source, target string, recursive, readOnly bool) error {
 	return nil
 }
 
-// CreateEmpty creates the folder of an empty volume with the mode and owner
-// the pod manifest gives. mode is octal, as in the manifest ("0755").
-func CreateEmpty(dir, mode string, uid, gid int) error {
+// ParseMode parses the octal mode of an empty volume ("0755").
+func ParseMode(mode string) (uint32, error) {
 	m, err := strconv.ParseUint(mode, 8, 32)
 	if err != nil || m > 0o7777 {
-		return fmt.Errorf("invalid mode %q: use an octal mode such as 0755", mode)
+		return 0, fmt.Errorf("invalid mode %q: use an octal mode such as 0755", mode)
 	}
-	if uid < 0 || gid < 0 || uint64(uid) >= 1<<32-1 || uint64(gid) >= 1<<32-1 {
-		return fmt.Errorf("invalid owner %d:%d: use ids from 0 to 4294967294", uid, gid)
-	}
+	return uint32(m), nil
+}
+
+// CreateEmpty creates the folder of an empty volume with the mode and owner
+// the pod manifest gives, as checked by the caller.
+func CreateEmpty(dir string, mode, uid, gid uint32) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", filepath.Dir(dir), err)
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	if err := os.Lchown(dir, uid, gid); err != nil {
+	if err := os.Lchown(dir, int(uid), int(gid)); err != nil {
 		return fmt.Errorf("change the owner of %s: %w", dir, err)
 	}
 	// os.Chmod takes Go's mode bits, which put setuid, setgid and sticky
 	// elsewhere than the octal mode does.
-	if err := unix.Fchmodat(unix.AT_FDCWD, dir, uint32(m), 0); err != nil {
+	if err := unix.Fchmodat(unix.AT_FDCWD, dir, mode, 0); err != nil {
 		return fmt.Errorf("change the mode of %s: %w", dir, err)
 	}
 	return nil
