@@ -15,10 +15,10 @@ import (
 )
 
 // TestRktACEValidator runs the appc ACE validator, built from
-// github.com/appc/spec, as rkt's own tests do: its main and sidekick apps
-// check the execution environment (pre-start and post-stop handlers,
-// environment, working directory, a shared empty volume, isolators and the
-// metadata service) from inside the pod.
+// github.com/appc/spec, as rkt's own tests do. Its main and sidekick apps
+// check the execution environment from inside the pod: pre-start and
+// post-stop handlers, environment, working directory, a shared empty
+// volume, isolators and the metadata service.
 func TestRktACEValidator(t *testing.T) {
 	e := requireRkt(t)
 	specDir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/appc/spec").Output()

@@ -19,7 +19,7 @@ func TestInteractiveStdin(t *testing.T) {
 	}
 	wantOutput(t, res, input+"end-of-input\n")
 
-	// Empty stdin, as from /dev/null: the app sees the end at once.
+	// Empty stdin, as from /dev/null: the app reads the end at once.
 	res, err = d.Run([]stage0.App{app}, stage0.Options{Env: tcg, Args: []string{"--net=none", "--interactive"}, Stdin: strings.NewReader("")})
 	if err != nil {
 		t.Fatal(err)

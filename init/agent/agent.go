@@ -216,8 +216,8 @@ func (a *Agent) handleStream(c net.Conn) {
 }
 
 // copyStdin copies rkt run's stdin from the stdin port into the write end
-// of the app's stdin pipe, and closes the pipe when the host closes its end
-// of the port, which the app sees as the end of its input.
+// of the app's stdin pipe. When the host closes its end of the port, the
+// pipe closes too, which ends the app's input.
 func (a *Agent) copyStdin(app string, pipe *os.File) {
 	if cfg, ok := a.pod.App(app); !ok || !cfg.Stdin {
 		a.log.Error("stdin requested by an app that has none", "app", app)

@@ -209,7 +209,7 @@ func mountVolume(root *os.File, m guestconfig.Mount) error {
 	}
 	defer target.Close()
 	// A detached copy of the view, made read-only before it is attached
-	// when the mount asks for it. It then goes on the file the target
+	// for a read-only mount. It then goes on the file the target
 	// resolved to, never on a path that the image's symlinks could redirect.
 	source := filepath.Join(guestconfig.GuestVolumesDir, m.View)
 	if m.Config {

@@ -17,7 +17,7 @@ type Filter struct {
 	Allow bool `json:"allow,omitempty"`
 	// Syscalls are x86-64 system call numbers.
 	Syscalls []uint32 `json:"syscalls"`
-	// Errno is the error number a refused call returns; 0 kills the
+	// Errno is the error number a denied call returns; 0 kills the
 	// process with SIGSYS instead.
 	Errno uint32 `json:"errno,omitempty"`
 }
@@ -62,13 +62,13 @@ const (
 )
 
 // Program returns the filter as a classic BPF program. Calls made through
-// another ABI (i386 or x32) are refused, since the numbers are x86-64's.
+// another ABI (i386 or x32) are denied, since the numbers are x86-64's.
 func (f Filter) Program() []unix.SockFilter {
-	refuse := uint32(unix.SECCOMP_RET_KILL_PROCESS)
+	deny := uint32(unix.SECCOMP_RET_KILL_PROCESS)
 	if f.Errno != 0 {
-		refuse = unix.SECCOMP_RET_ERRNO | (f.Errno & unix.SECCOMP_RET_DATA)
+		deny = unix.SECCOMP_RET_ERRNO | (f.Errno & unix.SECCOMP_RET_DATA)
 	}
-	match, otherwise := refuse, uint32(unix.SECCOMP_RET_ALLOW)
+	match, otherwise := deny, uint32(unix.SECCOMP_RET_ALLOW)
 	if f.Allow {
 		match, otherwise = otherwise, match
 	}
@@ -79,10 +79,10 @@ func (f Filter) Program() []unix.SockFilter {
 	prog := []unix.SockFilter{
 		stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, offsetArch),
 		jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, auditArchX86, 1, 0),
-		stmt(unix.BPF_RET|unix.BPF_K, refuse),
+		stmt(unix.BPF_RET|unix.BPF_K, deny),
 		stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, offsetNR),
 		jump(unix.BPF_JMP|unix.BPF_JGE|unix.BPF_K, x32SyscallBit, 0, 1),
-		stmt(unix.BPF_RET|unix.BPF_K, refuse),
+		stmt(unix.BPF_RET|unix.BPF_K, deny),
 	}
 	seen := map[uint32]bool{}
 	for _, nr := range f.Syscalls {
@@ -138,5 +138,5 @@ func (f Filter) String() string {
 	if f.Errno != 0 {
 		action = unix.ErrnoName(syscall.Errno(f.Errno))
 	}
-	return fmt.Sprintf("%s %d calls, refusing with %s", mode, len(f.Syscalls), strings.ToLower(action))
+	return fmt.Sprintf("%s %d calls, denying with %s", mode, len(f.Syscalls), strings.ToLower(action))
 }

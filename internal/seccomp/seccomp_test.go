@@ -64,8 +64,8 @@ func TestProgram(t *testing.T) {
 		{"allow list errno", Filter{Allow: true, Syscalls: []uint32{read}, Errno: eperm}, auditArchX86, mount, errnoEPERM},
 		{"deny list denies", Filter{Syscalls: []uint32{mount}, Errno: eperm}, auditArchX86, mount, errnoEPERM},
 		{"deny list allows", Filter{Syscalls: []uint32{mount}}, auditArchX86, read, allow},
-		{"other ABI refused", Filter{Syscalls: []uint32{mount}}, 0x40000003, read, kill},
-		{"x32 refused", Filter{Syscalls: []uint32{mount}, Errno: eperm}, auditArchX86, read | x32SyscallBit, errnoEPERM},
+		{"other ABI denied", Filter{Syscalls: []uint32{mount}}, 0x40000003, read, kill},
+		{"x32 denied", Filter{Syscalls: []uint32{mount}, Errno: eperm}, auditArchX86, read | x32SyscallBit, errnoEPERM},
 		{"duplicates once", Filter{Allow: true, Syscalls: []uint32{read, read}}, auditArchX86, read, allow},
 	}
 	for _, c := range cases {

@@ -27,8 +27,8 @@ type podNetworks struct {
 	files   []*os.File
 	// dns is the DNS configuration the plugins returned, if any.
 	dns cnitypes.DNS
-	// hostIP is where apps reach the host's metadata service; nil without
-	// a network.
+	// hostIP is the host's address on the pod's network, on which apps
+	// reach the metadata service. It is nil without a network.
 	hostIP net.IP
 }
 
@@ -120,7 +120,7 @@ func volumeShares(cfg *guestconfig.Pod) int {
 	return 0
 }
 
-// MetadataServicePort is where rkt's metadata service listens for apps.
+// MetadataServicePort is the port of rkt's metadata service for apps.
 const MetadataServicePort = 18112
 
 var validMDSToken = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)

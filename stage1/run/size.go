@@ -32,28 +32,30 @@ const mib = 1 << 20
 // vCPUs are the sum of the apps' CPU limits rounded up, at least 1 and at
 // most hostCPUs. hostMemory is the host's RAM in bytes.
 func vmSize(pod *guestconfig.Pod, hostMemory uint64, hostCPUs int) (memMiB, cpus int, err error) {
-	var limited bool
 	// The sum is in KiB, so that limits of up to 2^63 bytes from twenty
 	// apps cannot wrap around to a small VM.
-	appKiB := uint64(GuestOverheadMiB * 1024)
+	totalKiB := uint64(GuestOverheadMiB * 1024)
+	var limited bool
 	var millis uint64
 	for _, app := range pod.Apps {
 		if app.MemoryMax > 0 {
 			limited = true
-			appKiB += (app.MemoryMax + 1023) / 1024
+			totalKiB += (app.MemoryMax + 1023) / 1024
 		} else {
-			appKiB += UnlimitedAppMiB * 1024
+			totalKiB += UnlimitedAppMiB * 1024
 		}
 		millis += app.CPUMillis
 	}
+
 	memMiB = GuestMemoryMiB
 	if limited {
-		totalMiB := (appKiB + 1023) / 1024
+		totalMiB := (totalKiB + 1023) / 1024
 		if hostMemory > 0 && totalMiB > hostMemory/mib {
 			return 0, 0, fmt.Errorf("the apps' memory limits need a VM of %d MiB, more than the host's %d MiB; lower the resource/memory limits", totalMiB, hostMemory/mib)
 		}
 		memMiB = int(totalMiB)
 	}
+
 	cpus = int((millis + 999) / 1000)
 	if cpus < 1 {
 		cpus = 1
