@@ -180,7 +180,12 @@ func (p *Proxy) serve(client net.Conn) {
 	for {
 		f, err := stream.Recv()
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
+			switch {
+			case errors.Is(err, io.EOF):
+			case errors.Is(err, agentproto.ErrConnClosed):
+				// The guest agent goes away when the pod stops.
+				sendError(client, "the pod stopped during the session, and its guest agent closed the connection")
+			default:
 				sendError(client, fmt.Sprintf("the session with the guest agent ended: %v", err))
 			}
 			log.Debug("enter session ended", "error", err)
