@@ -86,7 +86,7 @@ func Run(log *slog.Logger) error {
 	if a.agent, err = ports.Open(guestconfig.AgentPort, os.O_RDWR); err != nil {
 		return err
 	}
-	sessions := agentproto.NewConn(a.agent, agentproto.FromHost, a.serveEnter, log)
+	sessions := agentproto.NewConn(a.agent, agentproto.FromHost, a.serveStream, log)
 
 	ioListener, err := listenNet("unixpacket", ports.IOSocket)
 	if err != nil {

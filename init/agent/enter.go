@@ -17,27 +17,33 @@ import (
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
 )
 
-// serveEnter runs one enter session: the command of the open request in
-// the app's environment, with a pseudo-terminal or with pipes, until it
-// exits. The stream's last frame is the exit status, or an error when the
-// command could not start.
-func (a *Agent) serveEnter(s *agentproto.Stream, payload []byte) {
+// serveStream runs the action of one stream that the host opened. The
+// stream's last frame is the action's exit status, or an error when the
+// action failed.
+func (a *Agent) serveStream(s *agentproto.Stream, payload []byte) {
 	log := a.log.With("stream", s.ID)
-	status, err := a.runEnter(s, payload)
+	req, err := agentproto.DecodeOpen(payload)
+	var status int
+	if err == nil {
+		switch req.Action {
+		case agentproto.ActionEnter:
+			status, err = a.runEnter(s, req)
+		default:
+			err = fmt.Errorf("the guest agent does not support the action %q", req.Action)
+		}
+	}
 	if err != nil {
-		log.Error("enter session failed", "error", err)
+		log.Error("session failed", "action", req.Action, "app", req.App, "error", err)
 		_ = s.Finish(agentproto.Error, agentproto.ErrorPayload(err.Error()))
 		return
 	}
-	log.Info("enter session ended", "status", status)
+	log.Info("session ended", "action", req.Action, "app", req.App, "status", status)
 	_ = s.Finish(agentproto.Exit, agentproto.Uint32Payload(uint32(status)))
 }
 
-func (a *Agent) runEnter(s *agentproto.Stream, payload []byte) (int, error) {
-	req, err := agentproto.DecodeOpen(payload)
-	if err != nil {
-		return 0, err
-	}
+// runEnter runs the command of an enter session, with a pseudo-terminal or
+// with pipes, until it exits.
+func (a *Agent) runEnter(s *agentproto.Stream, req agentproto.OpenRequest) (int, error) {
 	if _, ok := a.pod.App(req.App); !ok {
 		return 0, fmt.Errorf("app %q is not in the pod", req.App)
 	}

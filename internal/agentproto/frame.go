@@ -11,7 +11,7 @@
 //
 // The types, with the side that sends them and their payload:
 //
-//	open         host   JSON OpenRequest: app, command, TTY and window size
+//	open         host   JSON OpenRequest: action, app, command, TTY and window size
 //	stdin        host   bytes for the command's stdin (or its terminal)
 //	stdout       guest  bytes from the command's stdout (or its terminal)
 //	stderr       guest  bytes from the command's stderr (never with a TTY)
@@ -50,6 +50,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -249,9 +250,33 @@ func ErrorPayload(msg string) []byte {
 	return []byte(msg)
 }
 
+// Actions of an open request. A stream carries one action, and ends with
+// an exit frame (the action's status) or an error frame.
+const (
+	// ActionEnter runs Command in the app's environment. It is the action
+	// of a request that names none.
+	ActionEnter = "enter"
+	// ActionAttach connects the stream to the app's own stdin, stdout and
+	// stderr, or its terminal.
+	ActionAttach = "attach"
+	// ActionAppAdd adds the app to a mutable pod. The stdin data of the
+	// stream is the app's guest configuration (guestconfig.AddedApp, JSON).
+	ActionAppAdd = "app-add"
+	// ActionAppStart starts an added app; ActionAppStop stops it, with exit
+	// status 5 when it is not running; ActionAppRm removes a stopped app.
+	ActionAppStart = "app-start"
+	ActionAppStop  = "app-stop"
+	ActionAppRm    = "app-rm"
+)
+
+var actions = []string{ActionEnter, ActionAttach, ActionAppAdd, ActionAppStart, ActionAppStop, ActionAppRm}
+
 // OpenRequest is the payload of an open frame.
 type OpenRequest struct {
-	// App is the name of the app whose environment the command runs in.
+	// Action is what the stream does; empty means ActionEnter.
+	Action string `json:"action,omitempty"`
+	// App is the name of the app the action concerns; for enter, the app
+	// whose environment the command runs in.
 	App string `json:"app"`
 	// Command is the command line; empty means the default shell.
 	Command []string `json:"command"`
@@ -285,6 +310,12 @@ func DecodeOpen(data []byte) (OpenRequest, error) {
 	}
 	if req.App == "" {
 		return req, errors.New("invalid open request: no app")
+	}
+	if req.Action == "" {
+		req.Action = ActionEnter
+	}
+	if !slices.Contains(actions, req.Action) {
+		return req, fmt.Errorf("invalid open request: unknown action %q", req.Action)
 	}
 	return req, nil
 }

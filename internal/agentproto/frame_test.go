@@ -136,6 +136,12 @@ func TestOpenRequestRoundTrip(t *testing.T) {
 	if got.App != want.App || strings.Join(got.Command, "\x00") != strings.Join(want.Command, "\x00") || got.TTY != want.TTY || got.Rows != 24 || got.Cols != 80 || got.Term != "xterm" {
 		t.Errorf("decoded %+v, want %+v", got, want)
 	}
+	if got.Action != ActionEnter {
+		t.Errorf("decoded action %q for a request without one, want %q", got.Action, ActionEnter)
+	}
+	if _, err := DecodeOpen([]byte(`{"app":"a","action":"reboot"}`)); err == nil || !strings.Contains(err.Error(), `"reboot"`) {
+		t.Errorf("DecodeOpen of an unknown action = %v, want an error naming it", err)
+	}
 	if _, err := DecodeOpen([]byte(`{"command":["/bin/true"]}`)); err == nil {
 		t.Error("DecodeOpen accepted a request without an app")
 	}
