@@ -92,6 +92,9 @@ func Run() error {
 			return err
 		}
 	}
+	if err := mountJournal(pod); err != nil {
+		return err
+	}
 	if err := doMount(mount{"tmpfs", guestconfig.GuestAppsDir, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}); err != nil {
 		return err
 	}

@@ -14,8 +14,9 @@ import (
 const MMIOLines = 24
 
 // FixedDevices are the virtio-mmio devices of every pod VM: the
-// virtio-serial controller, the system and config shares and the RNG.
-const FixedDevices = 4
+// virtio-serial controller, the system, config and journal shares and the
+// RNG.
+const FixedDevices = 5
 
 // MaxApps is the most apps a pod can have: each app's rootfs is a 9p share,
 // one virtio-mmio device. Each network interface takes one more.

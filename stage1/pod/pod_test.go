@@ -247,7 +247,7 @@ func TestCheckSupportedTooManyApps(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = checkSupported(pm)
-	if want := "21 apps; a pod VM runs at most 20"; err == nil || !strings.Contains(err.Error(), want) {
+	if want := "20 apps; a pod VM runs at most 19"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("checkSupported error = %v, want it to contain %q", err, want)
 	}
 }
@@ -257,7 +257,7 @@ func TestCheckDeviceCount(t *testing.T) {
 		t.Errorf("CheckDeviceCount(%d apps, 2 NICs) = %v, want nil at the limit", MaxApps-2, err)
 	}
 	err := CheckDeviceCount(MaxApps-1, 0, 2)
-	if err == nil || !strings.Contains(err.Error(), "19 apps and 2 network interfaces") {
+	if err == nil || !strings.Contains(err.Error(), "18 apps and 2 network interfaces") {
 		t.Errorf("CheckDeviceCount(%d apps, 2 NICs) = %v, want an error naming both counts", MaxApps-1, err)
 	}
 }
@@ -272,7 +272,7 @@ func TestParseManifestIsolatorWithoutValue(t *testing.T) {
 
 func TestCheckDeviceCountVolumes(t *testing.T) {
 	err := CheckDeviceCount(MaxApps, 1, 0)
-	if want := "20 apps, volumes and 0 network interfaces, which need 21 virtio devices"; err == nil || !strings.Contains(err.Error(), want) {
+	if want := "19 apps, volumes and 0 network interfaces, which need 20 virtio devices"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("CheckDeviceCount(%d apps, volumes) = %v, want it to contain %q", MaxApps, err, want)
 	}
 }

@@ -210,6 +210,9 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if err := vols.Prepare(cfg); err != nil {
 		return 0, err
 	}
+	if _, err := makeJournalDir(podDir, cfg.UUID); err != nil {
+		return 0, err
+	}
 
 	// Step 5: write the pid file; rkt reads it for status and enter.
 	if err := pod.WritePID(podDir, os.Getpid()); err != nil {
@@ -237,7 +240,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 
 // newVM describes the VM of a pod, with the accelerator still unset.
 func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSettings, tscKHz uint64) *qemu.VM {
-	machineID := strings.ReplaceAll(cfg.UUID, "-", "")
+	machineID := guestconfig.MachineID(cfg.UUID)
 	params := []string{
 		"console=ttyS0",
 		"root=" + guestconfig.SystemTag,
@@ -269,6 +272,8 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		qemu.QMPSocket{Path: qmpSocket},
 		qemu.Share{Tag: guestconfig.SystemTag, Path: rel(GuestRootDir), ReadOnly: true},
 		qemu.Share{Tag: guestconfig.ConfigTag, Path: rel(filepath.Join(pod.RuntimeDir, "config")), ReadOnly: true},
+		// The guest journal's own folder; makeJournalDir created it.
+		qemu.Share{Tag: guestconfig.JournalTag, Path: rel(JournalDir(cfg.UUID))},
 	}
 	if cfg.Apps[0].Stdin {
 		devices = append(devices, qemu.SerialPort{ID: "stdin", Name: guestconfig.StdinPort, Socket: stdinSocket})
