@@ -12,9 +12,9 @@ import (
 )
 
 // journalOptions mounts the journal share. journald maps its files with
-// writable shared mappings, which 9p supports only with cache=mmap or
-// cache=loose; cache=mmap keeps the page cache to the mappings, so that
-// plain reads and writes reach the host at once.
+// writable shared mappings, which 9p in Linux 6.1 supports only with
+// cache=mmap or cache=loose. cache=mmap uses the page cache only for the
+// mappings, so plain reads and writes reach the host at once.
 const journalOptions = "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
 
 // mountJournal mounts the journal share on journald's persistent folder,

@@ -253,6 +253,10 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		"reboot=t",
 		"panic=-1",
 		"systemd.machine_id=" + machineID,
+		// systemd and the guest's units log to /dev/kmsg until journald
+		// runs. The kernel's default rate limit would drop most of it
+		// before it reaches the journal.
+		"printk.devkmsg=on",
 	}
 	if tscKHz > 0 {
 		params = append(params, fmt.Sprintf("tsc_early_khz=%d", tscKHz))
@@ -272,7 +276,7 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		qemu.QMPSocket{Path: qmpSocket},
 		qemu.Share{Tag: guestconfig.SystemTag, Path: rel(GuestRootDir), ReadOnly: true},
 		qemu.Share{Tag: guestconfig.ConfigTag, Path: rel(filepath.Join(pod.RuntimeDir, "config")), ReadOnly: true},
-		// The guest journal's own folder; makeJournalDir created it.
+		// The guest journal's own folder, which makeJournalDir created.
 		qemu.Share{Tag: guestconfig.JournalTag, Path: rel(JournalDir(cfg.UUID))},
 	}
 	if cfg.Apps[0].Stdin {
