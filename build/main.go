@@ -217,14 +217,16 @@ func addGuest(o options, guest string) error {
 
 // journaldConf is the guest's journald.conf (systemd 252). The journal
 // lives on the host's disk in the pod directory, so its size is capped
-// per pod. journald syncs the share 5 s after it wrote an entry, which is
+// per pod. Files of 1 MiB keep what journald allocates ahead small:
+// 9p has no fallocate, so the C library emulates it with writes that
+// reach the host's disk. journald syncs the share 5 s after it wrote an entry, which is
 // when a host reading a running pod's journal sees it. Rate limiting is
 // off because every app's output reaches journald through the agent, so
 // all apps would share one limit. The agent bounds what it queues instead.
 const journaldConf = `[Journal]
 Storage=persistent
 SystemMaxUse=64M
-SystemMaxFileSize=8M
+SystemMaxFileSize=1M
 RuntimeMaxUse=4M
 SyncIntervalSec=5s
 RateLimitIntervalSec=0
