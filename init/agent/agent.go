@@ -73,7 +73,8 @@ func Run(log *slog.Logger) error {
 		return err
 	}
 	a := &Agent{pod: pod, log: log, streams: map[string]*sync.WaitGroup{}, exited: map[string]int{}}
-	a.journal = newJournal(log, JournalSocket)
+	a.journal = newJournal(log, JournalSocket, JournalVarlinkSocket)
+	go a.journal.flushWhenStarted()
 	for _, app := range pod.Apps {
 		a.streams[app.Name] = &sync.WaitGroup{}
 	}

@@ -49,6 +49,9 @@ const (
 	// journalSyncTimeout bounds the flush and sync of the journal at the
 	// end of the pod, including the wait for journald to start.
 	journalSyncTimeout = 3 * time.Second
+	// journalStartTimeout bounds the wait for journald to start, which
+	// systemd starts after every app started.
+	journalStartTimeout = 5 * time.Minute
 )
 
 // Syslog priorities of the apps' output: stdout is informational and
@@ -61,8 +64,11 @@ const (
 
 // journal queues entries for journald and sends them from one goroutine.
 type journal struct {
-	log  *slog.Logger
-	path string
+	log *slog.Logger
+	// path is journald's native socket and varlinkPath its varlink socket.
+	path, varlinkPath string
+	// flushed is closed once journald writes to the journal share.
+	flushed chan struct{}
 
 	mu   sync.Mutex
 	cond *sync.Cond
@@ -77,11 +83,24 @@ type journal struct {
 }
 
 // newJournal starts the sender for journald's native socket at path.
-func newJournal(log *slog.Logger, path string) *journal {
-	j := &journal{log: log, path: path}
+func newJournal(log *slog.Logger, path, varlinkPath string) *journal {
+	j := &journal{log: log, path: path, varlinkPath: varlinkPath, flushed: make(chan struct{})}
 	j.cond = sync.NewCond(&j.mu)
 	go j.run()
 	return j
+}
+
+// flushWhenStarted waits for journald to start and makes it move the
+// journal from guest RAM to the journal share and write there from then on,
+// as `journalctl --flush` does on a normal system. Until then, the host
+// sees nothing in the pod's journal.
+func (j *journal) flushWhenStarted() {
+	err := callJournald(j.varlinkPath, "io.systemd.Journal.FlushToVar", time.Now().Add(journalStartTimeout))
+	if err != nil {
+		j.log.Error("flush the journal to the journal share failed; the agent tries again when the pod ends", "error", err)
+		return
+	}
+	close(j.flushed)
 }
 
 // enqueue adds an entry and returns its sequence number, or 0 when the
@@ -292,24 +311,21 @@ func appendField(buf []byte, name string, value []byte) []byte {
 // every app's output ended.
 func (j *journal) sync() error {
 	deadline := time.Now().Add(journalSyncTimeout)
-	if j != nil && !j.waitSent(j.lastEnqueued(), time.Until(deadline)) {
+	if !j.waitSent(j.lastEnqueued(), time.Until(deadline)) {
 		return errors.New("app output entries still queued for journald")
 	}
-	// journald may not run yet in a short pod. A flush moves what it
-	// stored in guest RAM to the share, and makes it write there from now on.
-	if err := callJournald(JournalVarlinkSocket, "io.systemd.Journal.FlushToVar", deadline); err != nil {
-		return err
+	select {
+	case <-j.flushed:
+	default:
+		// journald may not have started yet in a short pod, so the
+		// entries are still in guest RAM.
+		if err := callJournald(j.varlinkPath, "io.systemd.Journal.FlushToVar", deadline); err != nil {
+			return err
+		}
 	}
 	// journald replies once it processed the messages queued in its
 	// sockets and synced the journal files.
-	return callJournald(JournalVarlinkSocket, "io.systemd.Journal.Synchronize", deadline)
-}
-
-// FlushJournal makes journald move the journal from guest RAM to the
-// journal share and write there from now on, as `journalctl --flush` does.
-// stage1-vm-journal-flush.service runs it once journald started.
-func FlushJournal() error {
-	return callJournald(JournalVarlinkSocket, "io.systemd.Journal.FlushToVar", time.Now().Add(30*time.Second))
+	return callJournald(j.varlinkPath, "io.systemd.Journal.Synchronize", deadline)
 }
 
 // callJournald calls a method without parameters on journald's varlink

@@ -138,7 +138,7 @@ var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestJournalStreamSendsEntries(t *testing.T) {
 	path, entries := listenJournal(t)
-	j := newJournal(discard, path)
+	j := newJournal(discard, path, "")
 
 	out := j.stream("web", "stdout")
 	out.write([]byte("first\nsec"))
@@ -160,7 +160,7 @@ func TestJournalStreamSendsEntries(t *testing.T) {
 
 func TestJournalStreamCloseWaitsForSend(t *testing.T) {
 	path, _ := listenJournal(t)
-	j := newJournal(discard, path)
+	j := newJournal(discard, path, "")
 	s := j.stream("app", "stdout")
 	for i := 0; i < 50; i++ {
 		s.write([]byte("line\n"))
@@ -175,7 +175,7 @@ func TestJournalStreamCloseWaitsForSend(t *testing.T) {
 }
 
 func TestJournalWithoutSocketKeepsGoing(t *testing.T) {
-	j := newJournal(discard, filepath.Join(t.TempDir(), "missing"))
+	j := newJournal(discard, filepath.Join(t.TempDir(), "missing"), "")
 	s := j.stream("app", "stdout")
 	s.write([]byte("lost\n"))
 	done := make(chan struct{})
@@ -267,5 +267,31 @@ func TestCallJournaldWaitsForSocket(t *testing.T) {
 	}
 	if waited := time.Since(start); waited < 200*time.Millisecond || waited > 2*time.Second {
 		t.Errorf("waited %s for the missing socket, want about 300 ms", waited)
+	}
+}
+
+func TestJournalSyncFlushesOnlyOnce(t *testing.T) {
+	varlink, methods := fakeJournald(t, `{"parameters":{}}`)
+	j := newJournal(discard, filepath.Join(t.TempDir(), "socket"), varlink)
+
+	// Before the flush at start, the sync flushes too.
+	if err := j.sync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"io.systemd.Journal.FlushToVar", "io.systemd.Journal.Synchronize"} {
+		if m := <-methods; m != want {
+			t.Errorf("method = %q, want %q", m, want)
+		}
+	}
+
+	j.flushWhenStarted()
+	if m := <-methods; m != "io.systemd.Journal.FlushToVar" {
+		t.Errorf("method of the flush at start = %q, want io.systemd.Journal.FlushToVar", m)
+	}
+	if err := j.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if m := <-methods; m != "io.systemd.Journal.Synchronize" {
+		t.Errorf("method of the sync after the flush = %q, want only io.systemd.Journal.Synchronize", m)
 	}
 }

@@ -25,13 +25,11 @@ const DefaultStopTimeoutSeconds = 10
 // Target is the unit the guest's systemd boots into.
 const Target = "stage1-vm.target"
 
-// Units of the guest journal. The image ships journald's socket and service
-// units; JournalFlushUnit makes journald write to the journal share, as
-// systemd-journal-flush.service does on a normal system.
+// Units of the guest journal, which the image ships. The agent makes
+// journald write to the journal share once it started.
 const (
-	JournaldSocket   = "systemd-journald.socket"
-	JournaldUnit     = "systemd-journald.service"
-	JournalFlushUnit = "stage1-vm-journal-flush.service"
+	JournaldSocket = "systemd-journald.socket"
+	JournaldUnit   = "systemd-journald.service"
 )
 
 // AppUnit returns the unit name of an app. App names are appc AC names
@@ -56,14 +54,12 @@ func Render(pod *guestconfig.Pod) map[string]string {
 	files := map[string]string{}
 	wants := append([]string{"stage1-vm-agent.service", "stage1-vm-power-button.service"}, appUnits...)
 	wants = append(wants, "stage1-vm-ready.service")
-	// journald and the flush are not on the apps' path: nothing waits
-	// for them. The agent sends to journald's socket, which exists before
-	// journald starts.
-	journal := []string{JournaldUnit, JournalFlushUnit}
+	// journald is not on the apps' path: nothing waits for it. The agent
+	// sends to journald's socket, which exists before journald starts.
 	files[Target] = lines(
 		"[Unit]",
 		"Description=stage1-vm pod "+pod.UUID,
-		"Wants="+strings.Join(append(wants, journal...), " "),
+		"Wants="+strings.Join(append(wants, JournaldUnit), " "),
 		"After="+strings.Join(wants, " "),
 	)
 
@@ -90,20 +86,6 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		// At stop, the agent waits up to 3 s for journald to store the
 		// apps' last lines, then syncs the shares.
 		"TimeoutStopSec=8",
-	)
-
-	files[JournalFlushUnit] = lines(
-		"[Unit]",
-		"Description=stage1-vm journal flush to the journal share",
-		"DefaultDependencies=no",
-		"Requires="+JournaldUnit,
-		"After="+JournaldUnit,
-		"",
-		"[Service]",
-		"Type=oneshot",
-		"ExecStart="+init+" journal-flush",
-		"StandardOutput=file:/dev/kmsg",
-		"StandardError=file:/dev/kmsg",
 	)
 
 	files["stage1-vm-power-button.service"] = lines(

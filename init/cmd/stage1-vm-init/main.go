@@ -13,7 +13,7 @@ import (
 	"github.com/stage1-vm/stage1-vm/init/powerbutton"
 )
 
-const usage = "usage: stage1-vm-init [agent | app-exec APP | post-stop APP | app-exited APP | enter-exec APP -- [COMMAND...] | notify-ready | power-button | journal-flush]"
+const usage = "usage: stage1-vm-init [agent | app-exec APP | post-stop APP | app-exited APP | enter-exec APP -- [COMMAND...] | notify-ready | power-button]"
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -45,11 +45,6 @@ func main() {
 	case cmd == "power-button" && len(os.Args) == 2:
 		if err := powerbutton.Run(log); err != nil {
 			log.Error("power button service failed", "error", err)
-			os.Exit(1)
-		}
-	case cmd == "journal-flush" && len(os.Args) == 2:
-		if err := agent.FlushJournal(); err != nil {
-			log.Error("flush the journal to the journal share failed", "error", err)
 			os.Exit(1)
 		}
 	case cmd == "notify-ready" && len(os.Args) == 2:
