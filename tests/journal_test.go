@@ -43,6 +43,7 @@ func readJournal(t *testing.T, podDir string) []journalEntry {
 	if err != nil {
 		t.Fatalf("journalctl -D %s: %v\n%s", dir, err, stderr.String())
 	}
+
 	var entries []journalEntry
 	scanner := bufio.NewScanner(bytes.NewReader(out))
 	scanner.Buffer(nil, 1<<20)

@@ -92,8 +92,8 @@ func newJournal(log *slog.Logger, path, varlinkPath string) *journal {
 
 // flushWhenStarted waits for journald to start and makes it move the
 // journal from guest RAM to the journal share and write there from then on,
-// as `journalctl --flush` does on a normal system. Until then, the host
-// sees nothing in the pod's journal.
+// as `journalctl --flush` does on a normal system. Until then, the pod's
+// journal on the host is empty.
 func (j *journal) flushWhenStarted() {
 	err := callJournald(j.varlinkPath, "io.systemd.Journal.FlushToVar", time.Now().Add(journalStartTimeout))
 	if err != nil {
