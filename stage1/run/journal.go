@@ -1,6 +1,7 @@
 package run
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -49,11 +50,12 @@ func makeJournalDir(podDir, uuid string) (string, error) {
 	if err := unix.Fstat(int(dir.Fd()), &created); err != nil {
 		return "", fmt.Errorf("stat the journal folder %s: %w", path, err)
 	}
-	if err := unix.Lstat(path, &named); err != nil {
-		return "", fmt.Errorf("stat the journal folder %s: %w", path, err)
+	err = unix.Lstat(path, &named)
+	if errors.Is(err, unix.ENOENT) || (err == nil && (created.Dev != named.Dev || created.Ino != named.Ino)) {
+		return "", fmt.Errorf("the journal folder %s resolves outside the stage1 rootfs through a symlink; remove the symlink", path)
 	}
-	if created.Dev != named.Dev || created.Ino != named.Ino {
-		return "", fmt.Errorf("the journal folder %s resolves outside the stage1 rootfs through a symlink", path)
+	if err != nil {
+		return "", fmt.Errorf("stat the journal folder %s: %w", path, err)
 	}
 	return path, nil
 }
