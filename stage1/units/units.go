@@ -83,7 +83,7 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		"FailureAction=reboot-force",
 		"StandardOutput=file:/dev/kmsg",
 		"StandardError=file:/dev/kmsg",
-		// At stop, the agent waits up to 3 s for journald to store the
+		// At stop, the agent waits up to 5 s for journald to store the
 		// apps' last lines, then syncs the shares.
 		"TimeoutStopSec=8",
 	)
