@@ -30,15 +30,8 @@ const (
 )
 
 func loadApp(name string) (guestconfig.App, error) {
-	pod, err := guestconfig.Load(filepath.Join(guestconfig.GuestConfigDir, guestconfig.FileName))
-	if err != nil {
-		return guestconfig.App{}, err
-	}
-	app, ok := pod.App(name)
-	if !ok {
-		return guestconfig.App{}, fmt.Errorf("app %q is not in the pod", name)
-	}
-	return app, nil
+	_, app, err := guestconfig.LoadApp(name)
+	return app, err
 }
 
 // Exec replaces the process with the app. On failure it writes the error to
