@@ -67,7 +67,8 @@ func (a *Agent) runAppAction(s *agentproto.Stream, req agentproto.OpenRequest) (
 		return 0, a.startApp(req.App)
 	case agentproto.ActionAppStop:
 		if _, ok := a.app(req.App); !ok {
-			return 0, fmt.Errorf("app %q is not in the pod", req.App)
+			// An app whose add failed is in rkt's manifest, not here.
+			return NotRunningStatus, nil
 		}
 		return a.stopApp(req.App)
 	case agentproto.ActionAppRm:
@@ -169,7 +170,9 @@ func (a *Agent) removeApp(name string) error {
 		if _, ok := a.pod.App(name); ok {
 			return fmt.Errorf("app %s was in the pod at its start; only apps added with rkt app add can be removed", name)
 		}
-		return fmt.Errorf("app %q is not in the pod", name)
+		// An app whose add failed: rkt removes what it made itself.
+		a.log.Info("app removed before the guest knew it", "app", name)
+		return nil
 	}
 	if active, err := unitActive(name); err != nil {
 		return err

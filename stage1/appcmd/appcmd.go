@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/appc/spec/schema"
 	"github.com/appc/spec/schema/types"
 	"golang.org/x/sys/unix"
 
@@ -156,7 +157,11 @@ func (c *appCommand) add() error {
 	if err != nil {
 		return err
 	}
-	cfg, vols, err := pod.GuestConfig(c.podDir, manifest, state.Options)
+	// Only the new app is checked: an app whose add failed stays in the
+	// manifest (rkt does not take it out), and must not block the next.
+	own := *manifest
+	own.Apps = schema.AppList{*manifest.Apps.Get(types.ACName(c.app))}
+	cfg, vols, err := pod.GuestConfig(c.podDir, &own, state.Options)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -70,6 +71,9 @@ type Options struct {
 	// Ports are the pod manifest's forwarded ports, as rkt writes them
 	// for --port NAME:HOSTPORT.
 	Ports []types.ExposedPort
+	// Mutable makes the pod a mutable one, as rkt app sandbox does: the
+	// pod manifest says so and the run entrypoint gets --mutable.
+	Mutable bool
 }
 
 // Result is what a finished pod left.
@@ -216,30 +220,16 @@ func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]strin
 
 	pm := schema.BlankPodManifest()
 	pm.ACVersion = types.SemVer{Major: 1, Minor: 30}
-	pm.Annotations.Set("coreos.com/rkt/stage1/mutable", "false")
+	pm.Annotations.Set("coreos.com/rkt/stage1/mutable", strconv.FormatBool(opts.Mutable))
 	for _, a := range apps {
-		name, err := types.NewACName(a.Name)
+		ra, target, err := renderApp(podDir, a)
+		if target != "" {
+			mounts = append(mounts, target)
+		}
 		if err != nil {
 			return mounts, err
 		}
-		target := filepath.Join(rootfs, "opt/stage2", a.Name, "rootfs")
-		if err := overlay(a.Image, filepath.Join(podDir, "overlay", a.Name), target); err != nil {
-			return mounts, err
-		}
-		mounts = append(mounts, target)
-		app := a.App
-		imgName, _ := types.NewACIdentifier("example.com/" + a.Name)
-		imgID, err := types.NewHash("sha512-" + strings.Repeat("0", 64))
-		if err != nil {
-			return mounts, err
-		}
-		pm.Apps = append(pm.Apps, schema.RuntimeApp{
-			Name:           *name,
-			Image:          schema.RuntimeImage{Name: imgName, ID: *imgID},
-			App:            &app,
-			ReadOnlyRootFS: a.ReadOnlyRootFS,
-			Mounts:         a.Mounts,
-		})
+		pm.Apps = append(pm.Apps, ra)
 	}
 	pm.Volumes = opts.Volumes
 	pm.Ports = opts.Ports
@@ -250,6 +240,32 @@ func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]strin
 		}
 	}
 	return mounts, os.WriteFile(filepath.Join(podDir, "pod"), data, 0o644)
+}
+
+// renderApp mounts the app's rootfs as rkt does and returns its entry of
+// the pod manifest and the rootfs mount, if made.
+func renderApp(podDir string, a App) (schema.RuntimeApp, string, error) {
+	name, err := types.NewACName(a.Name)
+	if err != nil {
+		return schema.RuntimeApp{}, "", err
+	}
+	target := filepath.Join(podDir, "stage1/rootfs/opt/stage2", a.Name, "rootfs")
+	if err := overlay(a.Image, filepath.Join(podDir, "overlay", a.Name), target); err != nil {
+		return schema.RuntimeApp{}, "", err
+	}
+	app := a.App
+	imgName, _ := types.NewACIdentifier("example.com/" + a.Name)
+	imgID, err := types.NewHash("sha512-" + strings.Repeat("0", 64))
+	if err != nil {
+		return schema.RuntimeApp{}, target, err
+	}
+	return schema.RuntimeApp{
+		Name:           *name,
+		Image:          schema.RuntimeImage{Name: imgName, ID: *imgID},
+		App:            &app,
+		ReadOnlyRootFS: a.ReadOnlyRootFS,
+		Mounts:         a.Mounts,
+	}, target, nil
 }
 
 // start runs the run entrypoint as rkt does: cwd is the pod directory, the
@@ -267,6 +283,9 @@ func (p *Pod) start(opts Options) error {
 	args := opts.Args
 	if args == nil {
 		args = []string{"--net=none"}
+	}
+	if opts.Mutable {
+		args = append(append([]string{}, args...), "--mutable")
 	}
 	entry := filepath.Join(p.Dir, "stage1/rootfs/stage1-vm/host/run")
 	p.cmd = exec.Command(entry, append(append([]string{}, args...), p.UUID)...)
