@@ -18,15 +18,15 @@ import (
 )
 
 // The app actions of a mutable pod (rkt app add, start, stop and rm). The
-// host has checked the app against the pod manifest and prepared its
-// rootfs view; the guest keeps each added app's configuration in guest RAM
-// and runs it as a systemd unit like the pod's first apps.
+// host checks the app against the pod manifest and prepares its rootfs
+// view. The guest keeps each added app's configuration in guest RAM and
+// runs the app as a systemd unit, like the apps the pod booted with.
 
 // Systemctl is the path of systemctl in the guest system.
 const Systemctl = "/bin/systemctl"
 
-// UnitDir is where the agent writes an added app's units; systemd reads
-// it on daemon-reload.
+// UnitDir is the folder of an added app's units, which systemd reads on
+// daemon-reload.
 const UnitDir = "/run/systemd/system"
 
 // NotRunningStatus is the exit status of app-stop for an app that is not
@@ -53,8 +53,8 @@ func (a *Agent) runAppAction(s *agentproto.Stream, req agentproto.OpenRequest) (
 	if !a.pod.Mutable {
 		return 0, errors.New("the pod is not mutable: rkt app commands work on a pod of rkt app sandbox")
 	}
-	// Actions on one app never interleave; rkt holds a lock for add and
-	// rm, but not for start and stop.
+	// App actions run one at a time. rkt locks the pod manifest for add
+	// and rm, but not for start and stop.
 	a.appActionMu.Lock()
 	defer a.appActionMu.Unlock()
 	switch req.Action {
@@ -78,7 +78,7 @@ func (a *Agent) runAppAction(s *agentproto.Stream, req agentproto.OpenRequest) (
 }
 
 // addApp reads the app's configuration from the stream, mounts its rootfs
-// and installs its units, which systemd then knows but does not start.
+// and installs its units, which systemd loads but does not start.
 func (a *Agent) addApp(s *agentproto.Stream, name string) error {
 	data, err := readInput(s, maxAddedApp)
 	if err != nil {
