@@ -21,16 +21,7 @@ func startSandbox(t *testing.T, d *stage0.Driver, out *lockedBuffer) *stage0.Pod
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pod.Close() })
-	deadline := time.Now().Add(60 * time.Second)
-	for !pod.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("the mutable pod did not report ready within 60 s")
-		}
-		if pod.Exited() {
-			t.Fatal("the mutable pod exited before it reported ready")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReady(t, pod)
 	return pod
 }
 
