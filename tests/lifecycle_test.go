@@ -40,7 +40,7 @@ func waitReady(t *testing.T, pod *stage0.Pod) {
 		if time.Now().After(deadline) {
 			t.Fatal("pod did not report ready within 60 s")
 		}
-		if pod.Exited() {
+		if pod.Exited() && !pod.Ready() {
 			t.Fatal("pod exited before it reported ready")
 		}
 		time.Sleep(50 * time.Millisecond)
