@@ -136,7 +136,7 @@ func (c *appCommand) run(name string) (int, error) {
 
 // call runs an action in the guest agent and returns its exit status.
 func (c *appCommand) call(action string, input []byte) (int, error) {
-	c.log.Debug("asking the guest agent", "action", action)
+	c.log.Debug("sending the request to the guest agent", "action", action)
 	return enter.Call(agentproto.OpenRequest{Action: action, App: c.app}, input)
 }
 
@@ -206,7 +206,7 @@ func (c *appCommand) add() error {
 	if status, err := c.call(agentproto.ActionAppAdd, data); err != nil || status != 0 {
 		_ = apps.RemoveView(pid, view)
 		if err == nil {
-			err = fmt.Errorf("the guest agent answered with status %d", status)
+			err = fmt.Errorf("the guest agent returned status %d", status)
 		}
 		return err
 	}
