@@ -28,6 +28,8 @@ func (a *Agent) serveStream(s *agentproto.Stream, payload []byte) {
 		switch req.Action {
 		case agentproto.ActionEnter:
 			status, err = a.runEnter(s, req)
+		case agentproto.ActionAttach:
+			status, err = a.runAttach(s, req)
 		default:
 			err = fmt.Errorf("the guest agent does not support the action %q", req.Action)
 		}
