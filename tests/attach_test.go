@@ -518,3 +518,16 @@ func TestRktAttachTerminal(t *testing.T) {
 	}
 	stop()
 }
+
+// TestStreamModesNullAndLog checks the modes without attach: null drops
+// the output, and log sends it to the run entrypoint's stdout or stderr.
+func TestStreamModesNullAndLog(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "quiet", "/bin/sh", "-c", "echo to-stdout; echo to-stderr >&2")
+	app.Annotations = streamModes("null", "null", "log")
+	res := run(t, d, []stage0.App{app}, nil)
+	wantOutput(t, res, "")
+	if !contains(res.Stderr, "to-stderr\n") {
+		t.Errorf("stderr in log mode lacks the app's line: %q", res.Stderr)
+	}
+}

@@ -393,6 +393,9 @@ func (a *Agent) forwardAttachInput(s *agentproto.Stream, name string, c *attachC
 			var in *os.File
 			a.attach.mu.Lock()
 			if app := a.attach.apps[name]; app != nil {
+				// NOTE: a client of an app with both a terminal and a stdin
+				// in stream mode writes only to the terminal; rkt's own
+				// attach rejects combining the two.
 				switch {
 				case c.wants(agentproto.AttachTTYIn):
 					in = app.tty

@@ -16,8 +16,8 @@ import (
 // attaches with its own.
 var defaultTTYSize = pty.Winsize{Rows: 24, Cols: 80}
 
-// connectStdio connects the process's stdin, stdout and stderr as the
-// app's modes say, before it execs the app: pipes to the agent for the log,
+// connectStdio connects the process's stdin, stdout and stderr according
+// to the app's modes, before it execs the app: pipes to the agent for the log,
 // interactive and stream modes, /dev/null for null, and one pseudo-terminal
 // for every stream in tty mode. withStdin is false for the post-stop
 // handler, which keeps the unit's /dev/null as its stdin.
@@ -86,8 +86,9 @@ func connectTTY(app string, fds []int) error {
 			return fmt.Errorf("dup the terminal to fd %d: %w", fd, err)
 		}
 	}
-	// systemd starts each service in a session of its own, so this only
-	// fails with EPERM, and the process can take a controlling terminal.
+	// systemd makes each service's process a session leader without a
+	// controlling terminal, so Setsid fails with EPERM there, and
+	// TIOCSCTTY can take the terminal.
 	if _, err := unix.Setsid(); err != nil && err != unix.EPERM {
 		return fmt.Errorf("start a session: %w", err)
 	}

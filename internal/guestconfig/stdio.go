@@ -5,7 +5,7 @@ import (
 	"slices"
 )
 
-// StreamMode is how one of an app's stdin, stdout and stderr is connected.
+// StreamMode is the connection mode of an app's stdin, stdout or stderr.
 // The values are those of rkt's per-app annotations
 // coreos.com/rkt/stage2/stdin, stdout and stderr (rkt 1.30.0).
 type StreamMode string

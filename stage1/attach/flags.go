@@ -43,12 +43,14 @@ func ParseFlags(args []string) (*Flags, error) {
 	for _, e := range []string{agentproto.AttachTTYIn, agentproto.AttachTTYOut, agentproto.AttachStdin, agentproto.AttachStdout, agentproto.AttachStderr} {
 		endpoints[e] = fs.Bool(e, false, "attach "+e+" (custom-attach)")
 	}
+
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("invalid attach arguments %q: %w", strings.Join(args, " "), err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected attach arguments %q", fs.Args())
 	}
+
 	f := &Flags{Action: *action, App: *app, Debug: *debug}
 	switch f.Action {
 	case ActionList, ActionAuto, ActionCustom:
@@ -63,6 +65,7 @@ func ParseFlags(args []string) (*Flags, error) {
 	if _, err := types.NewACName(f.App); err != nil {
 		return nil, fmt.Errorf("invalid --app %q: %w", f.App, err)
 	}
+
 	for _, e := range agentproto.AttachEndpoints {
 		if *endpoints[e] {
 			f.Endpoints = append(f.Endpoints, e)

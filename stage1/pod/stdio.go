@@ -18,8 +18,8 @@ const (
 )
 
 // SetStdioModes sets the app's stream modes from the annotations of ra.
-// Stdin in interactive mode is the same as --interactive, which rkt allows
-// only in a pod of one app; apps is the pod's number of apps.
+// Stdin in interactive mode is the same as --interactive, so it needs a
+// pod of one app, as in rkt. apps is the pod's number of apps.
 func SetStdioModes(app *guestconfig.App, ra schema.RuntimeApp, apps int) error {
 	stdin, stdout, stderr, err := StdioModes(ra)
 	if err != nil {
