@@ -85,7 +85,7 @@ func addHost(o options, host string) error {
 	if err := copyFile(o.hostBinary, filepath.Join(host, "bin/stage1-vm"), 0o755); err != nil {
 		return err
 	}
-	for _, name := range []string{"run", "enter", "gc", "stop", "app-add", "app-start", "app-stop", "app-rm"} {
+	for _, name := range []string{"run", "enter", "attach", "gc", "stop", "app-add", "app-start", "app-stop", "app-rm"} {
 		if err := os.Symlink("bin/stage1-vm", filepath.Join(host, name)); err != nil {
 			return err
 		}

@@ -42,7 +42,6 @@ func readStatus(pod *stage0.Pod, name string) (string, bool) {
 	return string(data), err == nil
 }
 
-
 func TestMutablePodAppCycle(t *testing.T) {
 	d := newDriver(t)
 	var out lockedBuffer

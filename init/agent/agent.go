@@ -67,6 +67,9 @@ type Agent struct {
 	stopping   bool
 	podStatus  int
 	podExited  bool
+
+	// attach contains the app streams in stream and tty mode (attach.go).
+	attach attachRegistry
 }
 
 // Run starts the agent and serves until systemd stops it.
@@ -174,8 +177,11 @@ func (a *Agent) handleStream(c net.Conn) {
 		a.log.Error("invalid stream message", "error", err)
 		return
 	}
-	defer pipe.Close()
 	fields := strings.Fields(string(buf[:n]))
+	if a.takeAttachable(fields, pipe) {
+		return
+	}
+	defer pipe.Close()
 	if len(fields) == 2 && fields[0] == "stdin" {
 		a.copyStdin(fields[1], pipe)
 		return
@@ -304,6 +310,7 @@ func (a *Agent) appExited(app string, status int) {
 			a.log.Warn("app output still open after exit; a child process may hold it", "app", app)
 		}
 	}
+	a.attachAppExited(app)
 	a.send(report.Message{Kind: report.Exit, App: app, Status: status})
 
 	a.mu.Lock()

@@ -30,6 +30,8 @@ func (a *Agent) serveStream(s *agentproto.Stream, payload []byte) {
 			status, err = a.runEnter(s, req)
 		case agentproto.ActionAppAdd, agentproto.ActionAppStart, agentproto.ActionAppStop, agentproto.ActionAppRm:
 			status, err = a.runAppAction(s, req)
+		case agentproto.ActionAttach:
+			status, err = a.runAttach(s, req)
 		default:
 			err = fmt.Errorf("the guest agent does not support the action %q", req.Action)
 		}

@@ -159,6 +159,12 @@ type App struct {
 	Mounts []Mount `json:"mounts,omitempty"`
 	// Stdin connects the app's stdin to rkt run's (--interactive).
 	Stdin bool `json:"stdin,omitempty"`
+	// StdinMode, StdoutMode and StderrMode come from rkt's per-app
+	// annotations; empty is the default. StdioModes applies the defaults
+	// and Stdin.
+	StdinMode  StreamMode `json:"stdinMode,omitempty"`
+	StdoutMode StreamMode `json:"stdoutMode,omitempty"`
+	StderrMode StreamMode `json:"stderrMode,omitempty"`
 
 	// MemoryMax is the app's memory limit in bytes, 0 for none.
 	MemoryMax uint64 `json:"memoryMax,omitempty"`

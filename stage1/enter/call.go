@@ -55,7 +55,7 @@ func Call(req agentproto.OpenRequest, input []byte) (int, error) {
 		case agentproto.Exit:
 			return int(f.Uint32()), nil
 		case agentproto.Error:
-			return 0, errors.New(sanitize(string(f.Payload)))
+			return 0, errors.New(Sanitize(string(f.Payload)))
 		}
 	}
 }

@@ -80,6 +80,9 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 		if err := setEventHandlers(&app, filepath.Join(podDir, AppRootfs(name)), ra.App.EventHandlers); err != nil {
 			return nil, nil, fmt.Errorf("app %s: %w", name, err)
 		}
+		if err := SetStdioModes(&app, ra, len(pm.Apps)); err != nil {
+			return nil, nil, fmt.Errorf("app %s: %w", name, err)
+		}
 		app.View = AppView(podDir, name, "", ra.ReadOnlyRootFS).Path()
 		if ra.ReadOnlyRootFS {
 			// The guest cannot create the mount points of the API file

@@ -163,4 +163,3 @@ func (p *Pod) writeManifest(pm *schema.PodManifest) error {
 	}
 	return os.Rename(tmp, filepath.Join(p.Dir, "pod"))
 }
-

@@ -49,6 +49,9 @@ type App struct {
 	ReadOnlyRootFS bool
 	// Mounts are the pod manifest's mounts of the app (rkt's --mount).
 	Mounts []schema.Mount
+	// Annotations are the pod manifest's annotations of the app, such as
+	// the stream modes that rkt's --stdin, --stdout and --stderr set.
+	Annotations types.Annotations
 }
 
 // Options are what `rkt run` adds around the apps.
@@ -183,6 +186,26 @@ func (p *Pod) EnterCommand(app string, command ...string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
+// AttachCommand returns the attach entrypoint's command as rkt attach runs
+// it: the given arguments, the pod directory as the working directory, and
+// only RKT_STAGE1_ENTERCMD, RKT_STAGE1_ENTERPID and PATH in the
+// environment. The caller sets its stdio.
+func (p *Pod) AttachCommand(args ...string) (*exec.Cmd, error) {
+	data, err := os.ReadFile(filepath.Join(p.Dir, "pid"))
+	if err != nil {
+		return nil, fmt.Errorf("read the pid file of pod %s: %w", p.UUID, err)
+	}
+	host := filepath.Join(p.Dir, "stage1/rootfs/stage1-vm/host")
+	cmd := exec.Command(filepath.Join(host, "attach"), args...)
+	cmd.Dir = p.Dir
+	cmd.Env = []string{
+		"RKT_STAGE1_ENTERCMD=" + filepath.Join(host, "enter"),
+		"RKT_STAGE1_ENTERPID=" + strings.TrimSpace(string(data)),
+		"PATH=" + os.Getenv("PATH"),
+	}
+	return cmd, nil
+}
+
 // Ready reports whether the pod reported that its apps started.
 func (p *Pod) Ready() bool {
 	target, err := os.Readlink(filepath.Join(p.Dir, "stage1/rootfs/rkt/supervisor-status"))
@@ -265,6 +288,7 @@ func renderApp(podDir string, a App) (schema.RuntimeApp, string, error) {
 		App:            &app,
 		ReadOnlyRootFS: a.ReadOnlyRootFS,
 		Mounts:         a.Mounts,
+		Annotations:    a.Annotations,
 	}, target, nil
 }
 

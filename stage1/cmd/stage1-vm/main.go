@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/stage1-vm/stage1-vm/stage1/appcmd"
+	"github.com/stage1-vm/stage1-vm/stage1/attach"
 	"github.com/stage1-vm/stage1-vm/stage1/enter"
 	"github.com/stage1-vm/stage1-vm/stage1/gc"
 	"github.com/stage1-vm/stage1-vm/stage1/run"
@@ -21,6 +22,8 @@ func main() {
 		os.Exit(run.Main(args))
 	case "enter":
 		os.Exit(enter.Main(args))
+	case "attach":
+		os.Exit(attach.Main(args))
 	case "gc":
 		exitOn(gc.GC(args))
 	case "stop":
@@ -28,7 +31,7 @@ func main() {
 	case "app-add", "app-start", "app-stop", "app-rm":
 		os.Exit(appcmd.Main(name, args))
 	default:
-		fmt.Fprintf(os.Stderr, "stage1-vm: unknown entrypoint %q: run this binary through a link named run, enter, gc, stop, app-add, app-start, app-stop or app-rm\n", name)
+		fmt.Fprintf(os.Stderr, "stage1-vm: unknown entrypoint %q: run this binary through a link named run, enter, attach, gc, stop, app-add, app-start, app-stop or app-rm\n", name)
 		os.Exit(2)
 	}
 }
