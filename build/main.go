@@ -85,7 +85,7 @@ func addHost(o options, host string) error {
 	if err := copyFile(o.hostBinary, filepath.Join(host, "bin/stage1-vm"), 0o755); err != nil {
 		return err
 	}
-	for _, name := range []string{"run", "enter", "gc", "stop"} {
+	for _, name := range []string{"run", "enter", "attach", "gc", "stop", "app-add", "app-start", "app-stop", "app-rm"} {
 		if err := os.Symlink("bin/stage1-vm", filepath.Join(host, name)); err != nil {
 			return err
 		}
@@ -148,7 +148,7 @@ func addQEMU(o options, dir string) error {
 // minimal /etc. The guest mounts it read-only.
 func addGuest(o options, guest string) error {
 	for _, d := range []string{"usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "tmp", "etc", "root", "var",
-		"stage1-vm/bin", "stage1-vm/config", "stage1-vm/apps", "stage1-vm/volumes", "usr/lib/systemd/system", "etc/systemd", "var/log/journal"} {
+		"stage1-vm/bin", "stage1-vm/config", "stage1-vm/apps", "stage1-vm/app-share", "stage1-vm/volumes", "usr/lib/systemd/system", "etc/systemd", "var/log/journal"} {
 		if err := os.MkdirAll(filepath.Join(guest, d), 0o755); err != nil {
 			return err
 		}
@@ -164,8 +164,10 @@ func addGuest(o options, guest string) error {
 
 	shutdown := filepath.Join(filepath.Dir(o.systemd), "systemd-shutdown")
 	journald := filepath.Join(filepath.Dir(o.systemd), "systemd-journald")
-	// systemd stops its mount units with umount at shutdown.
-	binaries := []string{o.systemd, shutdown, journald, "/bin/mount", "/bin/umount"}
+	// systemd stops its mount units with umount at shutdown. The agent
+	// adds, starts and stops the units of a mutable pod's apps with
+	// systemctl.
+	binaries := []string{o.systemd, shutdown, journald, "/bin/mount", "/bin/umount", "/bin/systemctl"}
 	for _, b := range binaries {
 		if err := copyResolved(b, guest, 0o755); err != nil {
 			return err

@@ -27,14 +27,24 @@ func startPodEnv(t *testing.T, d *stage0.Driver, apps []stage0.App, env []string
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pod.Close() })
+	waitReady(t, pod)
+	return pod
+}
+
+// waitReady waits until the pod reports ready, and fails the test if it
+// exits first or takes more than 60 s.
+func waitReady(t *testing.T, pod *stage0.Pod) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !pod.Ready() {
 		if time.Now().After(deadline) {
 			t.Fatal("pod did not report ready within 60 s")
 		}
+		if pod.Exited() && !pod.Ready() {
+			t.Fatal("pod exited before it reported ready")
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return pod
 }
 
 // waitResult waits for the run entrypoint with a limit, so that a pod that

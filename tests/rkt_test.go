@@ -270,3 +270,108 @@ func TestRktEnterAndStop(t *testing.T) {
 		t.Errorf("rkt run stdout %q lacks the app's two lines", runOut.String())
 	}
 }
+
+// TestRktMutablePod runs the full cycle of rkt's app commands on a pod of
+// rkt app sandbox: add, start, stop, rm, and add again.
+func TestRktMutablePod(t *testing.T) {
+	e := requireRkt(t)
+	appEnv := append(append(os.Environ(), tcg...), "RKT_EXPERIMENT_APP=true")
+	rkt := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(e.rkt, append([]string{"--dir=" + e.dataDir, "--insecure-options=image,ondisk"}, args...)...)
+		cmd.Env = appEnv
+		out, err := cmd.CombinedOutput()
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			return string(out), exitErr.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	// rkt 1.30.0's app add panics on an image path, so the image goes into
+	// the store first.
+	if out, status := rkt("fetch", e.appACI); status != 0 {
+		t.Fatalf("rkt fetch: status %d:\n%s", status, out)
+	}
+
+	uuidFile := filepath.Join(e.dataDir, "uuid")
+	sandbox := exec.Command(e.rkt, "--dir="+e.dataDir, "--insecure-options=image,ondisk", "app", "sandbox", "--net=none",
+		"--uuid-file-save="+uuidFile, "--stage1-path="+e.aci)
+	sandbox.Env = appEnv
+	var sandboxOut lockedBuffer
+	var sandboxErr bytes.Buffer
+	sandbox.Stdout, sandbox.Stderr = &sandboxOut, &sandboxErr
+	if err := sandbox.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sandboxDone := make(chan error, 1)
+	go func() { sandboxDone <- sandbox.Wait() }()
+	ended := false
+	defer func() {
+		if !ended {
+			sandbox.Process.Kill()
+			<-sandboxDone
+		}
+	}()
+	waitForFile(t, uuidFile, 60*time.Second)
+	data, err := os.ReadFile(uuidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uuid := strings.TrimSpace(string(data))
+	if out, status := rkt("status", "--wait-ready=60s", uuid); status != 0 {
+		t.Fatalf("rkt status --wait-ready: status %d:\n%s", status, out)
+	}
+
+	script := `trap 'echo web-got-term; exit 0' TERM; echo web-up; while true; do sleep 0.1; done`
+	if out, status := rkt("app", "add", uuid, "example.com/busybox", "--name=web", "--exec=/bin/sh", "--", "-c", script); status != 0 {
+		t.Fatalf("rkt app add: status %d:\n%s", status, out)
+	}
+	if out, _ := rkt("app", "list", "--no-legend", uuid); !strings.Contains(out, "web\tcreated") {
+		t.Errorf("rkt app list after add: %q, want web created", out)
+	}
+	if out, status := rkt("app", "start", uuid, "--app=web"); status != 0 {
+		t.Fatalf("rkt app start: status %d:\n%s", status, out)
+	}
+	sandboxOut.waitFor(t, "web-up\n", 30*time.Second)
+	if out, _ := rkt("app", "list", "--no-legend", uuid); !strings.Contains(out, "web\trunning") {
+		t.Errorf("rkt app list after start: %q, want web running", out)
+	}
+	if out, status := rkt("app", "stop", uuid, "--app=web"); status != 0 {
+		t.Fatalf("rkt app stop: status %d:\n%s", status, out)
+	}
+	if out, _ := rkt("app", "list", "--no-legend", uuid); !strings.Contains(out, "web\texited") {
+		t.Errorf("rkt app list after stop: %q, want web exited", out)
+	}
+	if !strings.Contains(sandboxOut.String(), "web-got-term\n") {
+		t.Errorf("the stopped app's last line is missing: %q", sandboxOut.String())
+	}
+	if out, status := rkt("app", "stop", uuid, "--app=web"); status == 0 {
+		t.Errorf("rkt app stop of a stopped app succeeded:\n%s", out)
+	}
+	if out, status := rkt("app", "rm", uuid, "--app=web"); status != 0 {
+		t.Fatalf("rkt app rm of the stopped app: status %d:\n%s", status, out)
+	}
+	if out, status := rkt("app", "add", uuid, "example.com/busybox", "--name=web", "--exec=/bin/sh", "--", "-c", "echo web-again"); status != 0 {
+		t.Fatalf("rkt app add of the removed app's name: status %d:\n%s", status, out)
+	}
+	if out, status := rkt("app", "start", uuid, "--app=web"); status != 0 {
+		t.Fatalf("rkt app start: status %d:\n%s", status, out)
+	}
+	sandboxOut.waitFor(t, "web-again\n", 30*time.Second)
+
+	if out, status := rkt("stop", uuid); status != 0 {
+		t.Fatalf("rkt stop: status %d:\n%s", status, out)
+	}
+	select {
+	case err := <-sandboxDone:
+		ended = true
+		if err != nil {
+			t.Errorf("rkt app sandbox after rkt stop: %v, want exit 0; stderr:\n%s", err, sandboxErr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("rkt app sandbox still runs 60 s after rkt stop")
+	}
+}

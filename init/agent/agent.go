@@ -57,13 +57,21 @@ type Agent struct {
 	outMu sync.Mutex
 	errMu sync.Mutex
 
-	mu        sync.Mutex
-	statusMu  sync.Mutex
-	streams   map[string]*sync.WaitGroup
-	exited    map[string]int
-	stopping  bool
-	podStatus int
-	podExited bool
+	mu       sync.Mutex
+	statusMu sync.Mutex
+	// appActionMu serializes the app actions of a mutable pod.
+	appActionMu sync.Mutex
+	// added and addedUnits hold the apps added at run time.
+	added      map[string]guestconfig.App
+	addedUnits map[string][]string
+	streams    map[string]*sync.WaitGroup
+	exited     map[string]int
+	stopping   bool
+	podStatus  int
+	podExited  bool
+
+	// attach contains the app streams in stream and tty mode (attach.go).
+	attach attachRegistry
 }
 
 // Run starts the agent and serves until systemd stops it.
@@ -72,7 +80,8 @@ func Run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	a := &Agent{pod: pod, log: log, streams: map[string]*sync.WaitGroup{}, exited: map[string]int{}}
+	a := &Agent{pod: pod, log: log, streams: map[string]*sync.WaitGroup{}, exited: map[string]int{},
+		added: map[string]guestconfig.App{}, addedUnits: map[string][]string{}}
 	a.journal = newJournal(log, JournalSocket, JournalVarlinkSocket)
 	go a.journal.flushWhenStarted()
 	for _, app := range pod.Apps {
@@ -175,8 +184,11 @@ func (a *Agent) handleStream(c net.Conn) {
 		a.log.Error("invalid stream message", "error", err)
 		return
 	}
-	defer pipe.Close()
 	fields := strings.Fields(string(buf[:n]))
+	if a.takeAttachable(fields, pipe) {
+		return
+	}
+	defer pipe.Close()
 	if len(fields) == 2 && fields[0] == "stdin" {
 		a.copyStdin(fields[1], pipe)
 		return
@@ -229,7 +241,7 @@ func (a *Agent) handleStream(c net.Conn) {
 // of the app's stdin pipe. When the host closes its end of the port, the
 // pipe closes too, which ends the app's input.
 func (a *Agent) copyStdin(app string, pipe *os.File) {
-	if cfg, ok := a.pod.App(app); !ok || !cfg.Stdin {
+	if cfg, ok := a.app(app); !ok || !cfg.Stdin {
 		a.log.Error("stdin requested by an app that has none", "app", app)
 		return
 	}
@@ -308,10 +320,16 @@ func (a *Agent) appExited(app string, status int) {
 			a.log.Warn("app output still open after exit; a child process may hold it", "app", app)
 		}
 	}
+	a.attachAppExited(app)
 	a.send(report.Message{Kind: report.Exit, App: app, Status: status})
 
 	a.mu.Lock()
 	a.exited[app] = status
+	// The apps of a mutable pod come and go; only a stop ends the pod.
+	if a.pod.Mutable {
+		a.mu.Unlock()
+		return
+	}
 	// The pod's status is the first non-zero one, also while stopping: an
 	// app that fails on SIGTERM makes the stopped pod fail.
 	if a.podStatus == 0 {

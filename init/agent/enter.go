@@ -28,6 +28,10 @@ func (a *Agent) serveStream(s *agentproto.Stream, payload []byte) {
 		switch req.Action {
 		case agentproto.ActionEnter:
 			status, err = a.runEnter(s, req)
+		case agentproto.ActionAppAdd, agentproto.ActionAppStart, agentproto.ActionAppStop, agentproto.ActionAppRm:
+			status, err = a.runAppAction(s, req)
+		case agentproto.ActionAttach:
+			status, err = a.runAttach(s, req)
 		default:
 			err = fmt.Errorf("the guest agent does not support the action %q", req.Action)
 		}
@@ -44,7 +48,7 @@ func (a *Agent) serveStream(s *agentproto.Stream, payload []byte) {
 // runEnter runs the command of an enter session, with a pseudo-terminal or
 // with pipes, until it exits.
 func (a *Agent) runEnter(s *agentproto.Stream, req agentproto.OpenRequest) (int, error) {
-	if _, ok := a.pod.App(req.App); !ok {
+	if _, ok := a.app(req.App); !ok {
 		return 0, fmt.Errorf("app %q is not in the pod", req.App)
 	}
 	a.log.Info("enter session", "stream", s.ID, "app", req.App, "command", req.Command, "tty", req.TTY)

@@ -30,15 +30,8 @@ const (
 )
 
 func loadApp(name string) (guestconfig.App, error) {
-	pod, err := guestconfig.Load(filepath.Join(guestconfig.GuestConfigDir, guestconfig.FileName))
-	if err != nil {
-		return guestconfig.App{}, err
-	}
-	app, ok := pod.App(name)
-	if !ok {
-		return guestconfig.App{}, fmt.Errorf("app %q is not in the pod", name)
-	}
-	return app, nil
+	_, app, err := guestconfig.LoadApp(name)
+	return app, err
 }
 
 // Exec replaces the process with the app. On failure it writes the error to
@@ -55,16 +48,8 @@ func execApp(name string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	if err := connectStream("stdout", name, 1); err != nil {
+	if err := connectStdio(app, true); err != nil {
 		return 1, err
-	}
-	if err := connectStream("stderr", name, 2); err != nil {
-		return 1, err
-	}
-	if app.Stdin {
-		if err := connectStream("stdin", name, 0); err != nil {
-			return 1, err
-		}
 	}
 	return enterAndExec(app, app.Exec, true)
 }
@@ -197,10 +182,7 @@ func PostStop(name string) int {
 	}
 	app, err := loadApp(name)
 	if err == nil {
-		err = connectStream("stdout", name, 1)
-	}
-	if err == nil {
-		err = connectStream("stderr", name, 2)
+		err = connectStdio(app, false)
 	}
 	status := 1
 	if err == nil {
@@ -350,11 +332,6 @@ func restrictCapabilities(keep []uint, last uint) error {
 // pipe rather than the socket itself, because apps reopen /dev/stdout, and
 // a socket cannot be opened through /proc/self/fd.
 func connectStream(stream, app string, fd int) error {
-	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: ports.IOSocket, Net: "unixpacket"})
-	if err != nil {
-		return fmt.Errorf("connect %s to the agent: %w", stream, err)
-	}
-	defer conn.Close()
 	var pipe [2]int
 	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err != nil {
 		return fmt.Errorf("create %s pipe: %w", stream, err)
@@ -366,8 +343,7 @@ func connectStream(stream, app string, fd int) error {
 	if stream == "stdin" {
 		agentEnd, appEnd = pipe[1], pipe[0]
 	}
-	header := []byte(fmt.Sprintf("%s %s\n", stream, app))
-	if _, _, err := conn.WriteMsgUnix(header, unix.UnixRights(agentEnd), nil); err != nil {
+	if err := passToAgent(fmt.Sprintf("%s %s\n", stream, app), agentEnd); err != nil {
 		return fmt.Errorf("pass %s to the agent: %w", stream, err)
 	}
 	if err := unix.Dup3(appEnd, fd, 0); err != nil {

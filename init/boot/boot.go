@@ -11,19 +11,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stage1-vm/stage1-vm/init/approot"
 	"github.com/stage1-vm/stage1-vm/init/ports"
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
-	"github.com/stage1-vm/stage1-vm/internal/inroot"
 	"github.com/stage1-vm/stage1-vm/internal/report"
 )
 
 // Systemd is the path of systemd in the guest system.
 const Systemd = "/lib/systemd/systemd"
 
-// ninepOptions mounts a 9p share over virtio. cache=loose with a 256 KiB
-// msize halved the start time of a pod against cache=none on a 2-core TCG
-// host; each share is written by one guest only.
-const ninepOptions = "trans=virtio,version=9p2000.L,msize=262144,cache=loose"
+const ninepOptions = approot.NinePOptions
 
 // volumeOptions mounts the volume share, which the host can change at any
 // time, without a page cache except for mmap.
@@ -95,11 +92,15 @@ func Run() error {
 	if err := mountJournal(pod); err != nil {
 		return err
 	}
+	// Without nosuid: the apps' rootfs keep their setuid programs.
+	if err := doMount(mount{guestconfig.AppsTag, guestconfig.GuestAppShareDir, "9p", 0, ninepOptions}); err != nil {
+		return err
+	}
 	if err := doMount(mount{"tmpfs", guestconfig.GuestAppsDir, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}); err != nil {
 		return err
 	}
 	for _, app := range pod.Apps {
-		if err := mountApp(pod, app); err != nil {
+		if err := approot.Attach(pod, app, guestconfig.GuestAppShareDir); err != nil {
 			return fmt.Errorf("app %s: %w", app.Name, err)
 		}
 	}
@@ -150,113 +151,6 @@ func sendHello() error {
 	return nil
 }
 
-// mountApp mounts the app's rootfs share and the API file systems inside it.
-func mountApp(pod *guestconfig.Pod, app guestconfig.App) error {
-	rootfs := app.RootfsPath()
-	if err := os.MkdirAll(rootfs, 0o755); err != nil {
-		return err
-	}
-	var flags uintptr
-	if app.ReadOnlyRootfs {
-		// QEMU enforces it; the read-only mount only makes the errors plain.
-		flags = unix.MS_RDONLY
-	}
-	if err := doMount(mount{app.MountTag, rootfs, "9p", flags, ninepOptions}); err != nil {
-		return err
-	}
-	// The guest creates and resolves these targets in its own view of the
-	// rootfs. A symlink in the image can only lead elsewhere in the guest,
-	// never to the host.
-	for _, m := range []mount{
-		{"proc", "proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
-		{"sysfs", "sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY, ""},
-		{"/dev", "dev", "", unix.MS_BIND | unix.MS_REC, ""},
-	} {
-		target, err := securePath(rootfs, m.target)
-		if err != nil {
-			return err
-		}
-		m.target = target
-		if err := doMount(m); err != nil {
-			return err
-		}
-	}
-	if !pod.DisablePaths {
-		if err := protectKernelPaths(rootfs); err != nil {
-			return err
-		}
-	}
-	return mountVolumes(rootfs, app.Mounts)
-}
-
-// mountVolumes binds the app's volumes from the volume share onto their
-// targets, which are resolved and created inside the app's rootfs.
-func mountVolumes(rootfs string, mounts []guestconfig.Mount) error {
-	if len(mounts) == 0 {
-		return nil
-	}
-	root, err := os.Open(rootfs)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	for _, m := range mounts {
-		if err := mountVolume(root, m); err != nil {
-			return fmt.Errorf("volume %s at %s: %w", m.View, m.Target, err)
-		}
-	}
-	return nil
-}
-
-func mountVolume(root *os.File, m guestconfig.Mount) error {
-	target, err := inroot.MakeTarget(root, m.Target, !m.File)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	// A detached copy of the view, made read-only before it is attached
-	// for a read-only mount. It then goes on the file the target
-	// resolved to, never on a path that the image's symlinks could redirect.
-	source := filepath.Join(guestconfig.GuestVolumesDir, m.View)
-	if m.Config {
-		source = filepath.Join(guestconfig.GuestConfigDir, m.View)
-	}
-	tree, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
-	if err != nil {
-		return fmt.Errorf("clone %s: %w", source, err)
-	}
-	defer unix.Close(tree)
-	if m.ReadOnly {
-		// The host enforces it for the view; this makes the errors plain.
-		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
-		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
-			return fmt.Errorf("make %s read-only: %w", source, err)
-		}
-	}
-	if err := unix.MoveMount(tree, "", int(target.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
-		return fmt.Errorf("attach %s: %w", source, err)
-	}
-	return nil
-}
-
-// securePath creates dir inside rootfs if missing and returns its path. It
-// rejects a dir that is a symlink, so that a mount never lands outside rootfs.
-func securePath(rootfs, dir string) (string, error) {
-	path := filepath.Join(rootfs, dir)
-	info, err := os.Lstat(path)
-	switch {
-	case os.IsNotExist(err):
-		if err := os.Mkdir(path, 0o755); err != nil {
-			return "", err
-		}
-	case err != nil:
-		return "", err
-	case !info.IsDir():
-		return "", fmt.Errorf("/%s in the app image is not a directory (mode %s)", dir, info.Mode())
-	}
-	return path, nil
-}
-
 // installUnits copies the pod's units from the config share into the
 // runtime unit folder, which systemd reads at start.
 func installUnits() error {
@@ -285,10 +179,7 @@ func installUnits() error {
 }
 
 func doMount(m mount) error {
-	if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil {
-		return fmt.Errorf("mount %s on %s (%s): %w", m.source, m.target, m.fstype, err)
-	}
-	return nil
+	return approot.Do(m.source, m.target, m.fstype, m.flags, m.data)
 }
 
 // loopbackUp brings up lo, the only interface a pod has with --net=none.

@@ -11,7 +11,7 @@
 //
 // The types, with the side that sends them and their payload:
 //
-//	open         host   JSON OpenRequest: action, app, command, TTY and window size
+//	open         host   JSON OpenRequest: action, app, command, TTY, window size, endpoints
 //	stdin        host   bytes for the command's stdin (or its terminal)
 //	stdout       guest  bytes from the command's stdout (or its terminal)
 //	stderr       guest  bytes from the command's stderr (never with a TTY)
@@ -20,7 +20,11 @@
 //	exit         guest  uint32 exit status from 0 to 255; ends the stream
 //	error        guest  UTF-8 message of at most MaxErrorLength bytes; ends the stream
 //	credit       both   uint32 number of bytes the sender may send more
-//	close        host   no payload: the client went away, end the command
+//	close        host   no payload: the client went away; end the command, or detach
+//
+// An attach stream connects to the app's own stdin, stdout and stderr or
+// its terminal instead of running a command. There, eof and close only
+// detach the client, and the exit frame (status 0) follows the app's exit.
 //
 // Flow control: each side may have at most Window bytes of stdin, stdout or
 // stderr payload in flight per stream. The receiver grants more with credit
@@ -288,7 +292,26 @@ type OpenRequest struct {
 	// Term is the host's TERM, used when TTY is set and the app's
 	// environment has none.
 	Term string `json:"term,omitempty"`
+	// Endpoints are what an attach stream connects, from AttachEndpoints:
+	// the app's stdin, stdout and stderr in stream mode, and the input and
+	// output of its terminal. Rows and Cols, when set, resize the app's
+	// terminal.
+	Endpoints []string `json:"endpoints,omitempty"`
 }
+
+// Attach endpoints. An attach stream's stdin frames go to the app's stdin
+// or terminal; its stdout frames carry the app's stdout or terminal output
+// and its stderr frames the app's stderr.
+const (
+	AttachStdin  = "stdin"
+	AttachStdout = "stdout"
+	AttachStderr = "stderr"
+	AttachTTYIn  = "tty-in"
+	AttachTTYOut = "tty-out"
+)
+
+// AttachEndpoints are the valid endpoints of an attach request.
+var AttachEndpoints = []string{AttachStdin, AttachStdout, AttachStderr, AttachTTYIn, AttachTTYOut}
 
 // EncodeOpen encodes an open request, and fails if it exceeds MaxPayload.
 func EncodeOpen(req OpenRequest) ([]byte, error) {
@@ -316,6 +339,16 @@ func DecodeOpen(data []byte) (OpenRequest, error) {
 	}
 	if !slices.Contains(actions, req.Action) {
 		return req, fmt.Errorf("invalid open request: unknown action %q", req.Action)
+	}
+	if req.Action == ActionAttach {
+		if len(req.Endpoints) == 0 {
+			return req, errors.New("invalid attach request: no endpoints")
+		}
+		for _, e := range req.Endpoints {
+			if !slices.Contains(AttachEndpoints, e) {
+				return req, fmt.Errorf("invalid attach request: unknown endpoint %q, expected one of %v", e, AttachEndpoints)
+			}
+		}
 	}
 	return req, nil
 }

@@ -149,3 +149,28 @@ func TestOpenRequestRoundTrip(t *testing.T) {
 		t.Error("EncodeOpen accepted a request larger than MaxPayload")
 	}
 }
+
+func TestDecodeOpenAttach(t *testing.T) {
+	data, err := EncodeOpen(OpenRequest{Action: ActionAttach, App: "web", Endpoints: []string{AttachStdin, AttachTTYOut}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := DecodeOpen(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.Action != ActionAttach || len(req.Endpoints) != 2 || req.Endpoints[1] != AttachTTYOut {
+		t.Errorf("decoded %+v", req)
+	}
+
+	for _, c := range []struct {
+		payload, want string
+	}{
+		{`{"action":"attach","app":"web"}`, "no endpoints"},
+		{`{"action":"attach","app":"web","endpoints":["stdin","journal"]}`, `unknown endpoint "journal"`},
+	} {
+		if _, err := DecodeOpen([]byte(c.payload)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", c.payload, err, c.want)
+		}
+	}
+}

@@ -29,6 +29,8 @@ const (
 	SystemTag = "stage1-vm-system"
 	// VolumesTag is the 9p mount tag of the share that holds every volume.
 	VolumesTag = "stage1-vm-volumes"
+	// AppsTag is the 9p mount tag of the share that holds every app's rootfs.
+	AppsTag = "stage1-vm-apps"
 	// JournalTag is the 9p mount tag of the writable share that holds the
 	// guest journal's folder, GuestJournalDir/<machine id>.
 	JournalTag = "stage1-vm-journal"
@@ -49,6 +51,12 @@ const (
 	GuestVolumesDir = "/stage1-vm/volumes"
 	// GuestAppsDir is where the guest mounts each app's rootfs, as GuestAppsDir/<app>/rootfs.
 	GuestAppsDir = "/stage1-vm/apps"
+	// GuestAppShareDir is where the guest mounts the apps share, whose
+	// views it binds to each app's rootfs.
+	GuestAppShareDir = "/stage1-vm/app-share"
+	// GuestAddedAppsDir holds the configuration of each app added at run
+	// time, as <app>.json, in guest RAM.
+	GuestAddedAppsDir = GuestRunDir + "/apps"
 	// GuestJournalDir is journald's persistent folder in the guest. It is
 	// a tmpfs that holds only the mount point of the journal share.
 	GuestJournalDir = "/var/log/journal"
@@ -74,6 +82,9 @@ type Pod struct {
 	DisablePaths bool `json:"disablePaths,omitempty"`
 	// Volumes is set when the host exports the volume share.
 	Volumes bool `json:"volumes,omitempty"`
+	// Mutable is set for a pod of rkt app sandbox: apps come and go at run
+	// time, and their exits never end the pod.
+	Mutable bool `json:"mutable,omitempty"`
 	// StopTimeoutSeconds is how long an app may take to exit after SIGTERM
 	// before it gets SIGKILL; 0 means the default of 10 s.
 	StopTimeoutSeconds int `json:"stopTimeoutSeconds,omitempty"`
@@ -136,8 +147,9 @@ type Mount struct {
 type App struct {
 	// Name is the app name from the pod manifest (an appc AC name).
 	Name string `json:"name"`
-	// MountTag is the 9p mount tag of the app's rootfs share.
-	MountTag string `json:"mountTag"`
+	// View is the app's rootfs in the apps share, "rw/<name>" or
+	// "ro/<name>". The host enforces a read-only view.
+	View string `json:"view"`
 	// Exec is the command line, exec[0] an absolute path inside the rootfs.
 	Exec []string `json:"exec"`
 	// Env is the full environment as NAME=value strings.
@@ -154,6 +166,12 @@ type App struct {
 	Mounts []Mount `json:"mounts,omitempty"`
 	// Stdin connects the app's stdin to rkt run's (--interactive).
 	Stdin bool `json:"stdin,omitempty"`
+	// StdinMode, StdoutMode and StderrMode come from rkt's per-app
+	// annotations; empty is the default. StdioModes applies the defaults
+	// and Stdin.
+	StdinMode  StreamMode `json:"stdinMode,omitempty"`
+	StdoutMode StreamMode `json:"stdoutMode,omitempty"`
+	StderrMode StreamMode `json:"stderrMode,omitempty"`
 
 	// MemoryMax is the app's memory limit in bytes, 0 for none.
 	MemoryMax uint64 `json:"memoryMax,omitempty"`
@@ -205,6 +223,38 @@ func (p *Pod) App(name string) (App, bool) {
 		}
 	}
 	return App{}, false
+}
+
+// AddedApp is what the host sends the guest agent to add an app to a
+// mutable pod.
+type AddedApp struct {
+	App App `json:"app"`
+	// Units are the app's systemd units by file name.
+	Units map[string]string `json:"units"`
+}
+
+// LoadApp returns the configuration of an app in the guest: from the pod
+// configuration, or else from the apps added at run time.
+func LoadApp(name string) (*Pod, App, error) {
+	pod, err := Load(filepath.Join(GuestConfigDir, FileName))
+	if err != nil {
+		return nil, App{}, err
+	}
+	if app, ok := pod.App(name); ok {
+		return pod, app, nil
+	}
+	data, err := os.ReadFile(filepath.Join(GuestAddedAppsDir, name+".json"))
+	if os.IsNotExist(err) {
+		return nil, App{}, fmt.Errorf("app %q is not in the pod", name)
+	}
+	if err != nil {
+		return nil, App{}, fmt.Errorf("read the configuration of app %s: %w", name, err)
+	}
+	var app App
+	if err := json.Unmarshal(data, &app); err != nil {
+		return nil, App{}, fmt.Errorf("parse the configuration of app %s: %w", name, err)
+	}
+	return pod, app, nil
 }
 
 // Load reads a pod configuration written by Write.

@@ -126,7 +126,7 @@ func (s *session) run(flags *Flags) (int, error) {
 	req := agentproto.OpenRequest{App: flags.App, Command: flags.Command, TTY: term.IsTerminal(stdin)}
 	if req.TTY {
 		if cols, rows, err := term.GetSize(stdin); err == nil {
-			req.Rows, req.Cols = clampSize(rows), clampSize(cols)
+			req.Rows, req.Cols = ClampSize(rows), ClampSize(cols)
 		}
 		req.Term = os.Getenv("TERM")
 	}
@@ -193,7 +193,7 @@ func (s *session) receive() sessionResult {
 			return sessionResult{status: int(f.Uint32())}
 		case agentproto.Error:
 			// The message may come from the guest.
-			return sessionResult{err: errors.New(sanitize(string(f.Payload)))}
+			return sessionResult{err: errors.New(Sanitize(string(f.Payload)))}
 		}
 	}
 }
@@ -225,19 +225,20 @@ func (s *session) forwardResizes(fd int, resized <-chan os.Signal) {
 		if err != nil {
 			continue
 		}
-		if s.send(agentproto.WindowSize, agentproto.SizePayload(clampSize(rows), clampSize(cols))) != nil {
+		if s.send(agentproto.WindowSize, agentproto.SizePayload(ClampSize(rows), ClampSize(cols))) != nil {
 			return
 		}
 	}
 }
 
-func clampSize(n int) uint16 {
+// ClampSize converts a terminal dimension to the protocol's uint16.
+func ClampSize(n int) uint16 {
 	return uint16(min(max(n, 0), 0xffff))
 }
 
-// sanitize replaces control characters, so that a message from the guest
+// Sanitize replaces control characters, so that a message from the guest
 // cannot drive the user's terminal.
-func sanitize(s string) string {
+func Sanitize(s string) string {
 	s = strings.ToValidUTF8(s, "?")
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {

@@ -51,7 +51,7 @@ func TestParseFlagsRejectsInvalid(t *testing.T) {
 }
 
 func TestSanitizeReplacesControlCharacters(t *testing.T) {
-	if got := sanitize("bad\x1b[2Japp\x07\n"); got != "bad?[2Japp??" {
-		t.Errorf("sanitize = %q", got)
+	if got := Sanitize("bad\x1b[2Japp\x07\n"); got != "bad?[2Japp??" {
+		t.Errorf("Sanitize = %q", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stage1-vm/stage1-vm/internal/guestconfig"
 	"github.com/stage1-vm/stage1-vm/internal/inroot"
+	"github.com/stage1-vm/stage1-vm/stage1/volume"
 )
 
 // DefaultPath is the PATH the appc specification gives apps that set none.
@@ -55,11 +56,6 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 	if plan.configFiles, err = dnsFiles(podDir, opts.DNS, opts.Hostname); err != nil {
 		return nil, nil, err
 	}
-	if len(plan.views) > 0 {
-		if err := CheckDeviceCount(len(pm.Apps), 1, 0); err != nil {
-			return nil, nil, err
-		}
-	}
 	cfg := &guestconfig.Pod{
 		UUID:     opts.UUID,
 		Hostname: opts.Hostname,
@@ -67,7 +63,7 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 
 		DisablePaths: opts.DisablePaths,
 	}
-	for i, ra := range pm.Apps {
+	for _, ra := range pm.Apps {
 		name := ra.Name.String()
 		if ra.App == nil {
 			return nil, nil, fmt.Errorf("app %s: the pod manifest has no app section; rkt fills it from the image manifest", name)
@@ -84,7 +80,10 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 		if err := setEventHandlers(&app, filepath.Join(podDir, AppRootfs(name)), ra.App.EventHandlers); err != nil {
 			return nil, nil, fmt.Errorf("app %s: %w", name, err)
 		}
-		app.MountTag = fmt.Sprintf("app%d", i)
+		if err := SetStdioModes(&app, ra, len(pm.Apps)); err != nil {
+			return nil, nil, fmt.Errorf("app %s: %w", name, err)
+		}
+		app.View = AppView(podDir, name, "", ra.ReadOnlyRootFS).Path()
 		if ra.ReadOnlyRootFS {
 			// The guest cannot create the mount points of the API file
 			// systems in a read-only export, so the host does.
@@ -97,6 +96,33 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 	}
 	cfg.Volumes = len(plan.views) > 0
 	return cfg, &Volumes{plan: plan}, nil
+}
+
+// AppShareDir is the folder of the apps share, relative to the pod
+// directory.
+const AppShareDir = RuntimeDir + "/apps"
+
+// AppView returns the view of an app's rootfs in the apps share. An app
+// added at run time gets a suffix, unique in the pod's life: the guest
+// caches what it has seen of the share, so an app removed and added again
+// under the same name must not reuse the old view's path.
+func AppView(podDir, name, suffix string, readOnly bool) volume.View {
+	view := name
+	if suffix != "" {
+		// App names have no dots, so no view of one app is another's.
+		view += "." + suffix
+	}
+	return volume.View{Name: view, Source: filepath.Join(podDir, AppRootfs(name)), ReadOnly: readOnly}
+}
+
+// AppsShare returns the apps share of a pod with a view of each app's
+// rootfs.
+func AppsShare(podDir string, cfg *guestconfig.Pod) *volume.Share {
+	share := &volume.Share{Dir: filepath.Join(podDir, AppShareDir)}
+	for _, app := range cfg.Apps {
+		share.Views = append(share.Views, AppView(podDir, app.Name, "", app.ReadOnlyRootfs))
+	}
+	return share
 }
 
 func guestApp(podDir, name string, exec []string, env types.Environment, workDir, user, group string, gids []int) (guestconfig.App, error) {

@@ -14,28 +14,20 @@ import (
 const MMIOLines = 24
 
 // FixedDevices are the virtio-mmio devices of every pod VM: the
-// virtio-serial controller, the system, config and journal shares and the
-// RNG.
-const FixedDevices = 5
+// virtio-serial controller, the system, config, apps and journal shares
+// and the RNG.
+const FixedDevices = 6
 
-// MaxApps is the most apps a pod can have: each app's rootfs is a 9p share,
-// one virtio-mmio device. Each network interface takes one more.
-const MaxApps = MMIOLines - FixedDevices
-
-// CheckDeviceCount rejects a pod whose app shares, volume share and
-// network interfaces need more virtio-mmio devices than the machine has
-// interrupt lines. A pod with volumes has one volume share.
-func CheckDeviceCount(apps, volumeShares, nics int) error {
-	if FixedDevices+apps+volumeShares+nics <= MMIOLines {
+// CheckDeviceCount rejects a pod whose volume share and network interfaces
+// need more virtio-mmio devices than the machine has interrupt lines. A pod
+// with volumes has one volume share. Apps take no device of their own: all
+// of them are views of the apps share.
+func CheckDeviceCount(volumeShares, nics int) error {
+	if FixedDevices+volumeShares+nics <= MMIOLines {
 		return nil
 	}
-	what := fmt.Sprintf("%d apps", apps)
-	if volumeShares > 0 {
-		what += ", volumes"
-	}
-	what += fmt.Sprintf(" and %d network interfaces", nics)
-	return fmt.Errorf("the pod has %s, which need %d virtio devices besides the %d every pod VM has, but the VM has lines for %d: use fewer apps or networks (apps, networks and the volume share at most %d)",
-		what, apps+volumeShares+nics, FixedDevices, MMIOLines, MaxApps)
+	return fmt.Errorf("the pod has %d network interfaces, but its VM has interrupt lines for %d: use fewer networks",
+		nics, MMIOLines-FixedDevices-volumeShares)
 }
 
 // maxAppNameLength keeps "app-<name>.service" within the 255 bytes that a
@@ -46,9 +38,6 @@ const maxAppNameLength = 200
 // that a pod never runs with a setting silently dropped. Each error names
 // the field and the value.
 func checkSupported(pm *schema.PodManifest) error {
-	if len(pm.Apps) > MaxApps {
-		return fmt.Errorf("the pod has %d apps; a pod VM runs at most %d", len(pm.Apps), MaxApps)
-	}
 	if len(pm.Isolators) > 0 {
 		return fmt.Errorf("pod isolator %q: isolators are not supported yet", pm.Isolators[0].Name)
 	}

@@ -63,7 +63,7 @@ func TestGuestConfigSingleApp(t *testing.T) {
 	if !reflect.DeepEqual(app.Env, wantEnv) {
 		t.Errorf("env = %q, want %q", app.Env, wantEnv)
 	}
-	if app.MountTag != "app0" || app.WorkingDirectory != "/" || app.UID != 0 || app.GID != 0 {
+	if app.View != "rw/busybox-probe" || app.WorkingDirectory != "/" || app.UID != 0 || app.GID != 0 {
 		t.Errorf("app = %+v", app)
 	}
 }
@@ -130,7 +130,7 @@ func TestGuestConfigTwoApps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Apps) != 2 || cfg.Apps[1].MountTag != "app1" {
+	if len(cfg.Apps) != 2 || cfg.Apps[0].View != "ro/a" || cfg.Apps[1].View != "rw/b" {
 		t.Fatalf("apps = %+v", cfg.Apps)
 	}
 	if got := cfg.Apps[0].SupplementaryGIDs; !reflect.DeepEqual(got, []uint32{10, 20}) {
@@ -236,29 +236,14 @@ func TestValidateHostname(t *testing.T) {
 	}
 }
 
-func TestCheckSupportedTooManyApps(t *testing.T) {
-	id := `"image":{"id":"sha512-` + strings.Repeat("0", 64) + `"},"app":{"exec":["/bin/sh"],"user":"0","group":"0"}`
-	var many []string
-	for i := 0; i <= MaxApps; i++ {
-		many = append(many, fmt.Sprintf(`{"name":"a%d",%s}`, i, id))
-	}
-	pm, err := ParseManifest([]byte(`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[` + strings.Join(many, ",") + `]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = checkSupported(pm)
-	if want := "20 apps; a pod VM runs at most 19"; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("checkSupported error = %v, want it to contain %q", err, want)
-	}
-}
-
 func TestCheckDeviceCount(t *testing.T) {
-	if err := CheckDeviceCount(MaxApps-2, 0, 2); err != nil {
-		t.Errorf("CheckDeviceCount(%d apps, 2 NICs) = %v, want nil at the limit", MaxApps-2, err)
+	nics := MMIOLines - FixedDevices - 1
+	if err := CheckDeviceCount(1, nics); err != nil {
+		t.Errorf("CheckDeviceCount(volumes, %d NICs) = %v, want nil at the limit", nics, err)
 	}
-	err := CheckDeviceCount(MaxApps-1, 0, 2)
-	if err == nil || !strings.Contains(err.Error(), "18 apps and 2 network interfaces") {
-		t.Errorf("CheckDeviceCount(%d apps, 2 NICs) = %v, want an error naming both counts", MaxApps-1, err)
+	err := CheckDeviceCount(1, nics+1)
+	if want := fmt.Sprintf("the pod has %d network interfaces, but its VM has interrupt lines for %d", nics+1, nics); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("CheckDeviceCount(volumes, %d NICs) = %v, want it to contain %q", nics+1, err, want)
 	}
 }
 
@@ -267,12 +252,5 @@ func TestParseManifestIsolatorWithoutValue(t *testing.T) {
 	_, err := ParseManifest([]byte(`{"acKind":"PodManifest","acVersion":"1.30.0","apps":[{"name":"a","app":{"isolators":[{"name":"resource/memory"}]}}]}`))
 	if want := `isolator "resource/memory" has no value`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("error = %v, want it to contain %q", err, want)
-	}
-}
-
-func TestCheckDeviceCountVolumes(t *testing.T) {
-	err := CheckDeviceCount(MaxApps, 1, 0)
-	if want := "19 apps, volumes and 0 network interfaces, which need 20 virtio devices"; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("CheckDeviceCount(%d apps, volumes) = %v, want it to contain %q", MaxApps, err, want)
 	}
 }

@@ -83,9 +83,6 @@ func (f *Flags) CheckSupported() error {
 	if f.PrivateUsers != "" {
 		return fmt.Errorf("--private-users=%s is not supported yet", f.PrivateUsers)
 	}
-	if f.Mutable {
-		return errors.New("--mutable (rkt app sandbox) is not supported yet")
-	}
 	switch f.IPC {
 	case "", "auto", "private":
 	case "parent":

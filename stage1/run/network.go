@@ -61,7 +61,7 @@ func attachNetworks(podDir string, manifest *schema.PodManifest, cfg *guestconfi
 		}
 		return result, nil
 	case network.ModeHost:
-		if err := pod.CheckDeviceCount(len(cfg.Apps), volumeShares(cfg), 1); err != nil {
+		if err := pod.CheckDeviceCount(volumeShares(cfg), 1); err != nil {
 			return result, err
 		}
 		nic := qemu.UserNIC{ID: "net0", MAC: network.UserModeMAC}
@@ -78,7 +78,7 @@ func attachNetworks(podDir string, manifest *schema.PodManifest, cfg *guestconfi
 	if err != nil {
 		return result, err
 	}
-	if err := pod.CheckDeviceCount(len(cfg.Apps), volumeShares(cfg), len(nets)); err != nil {
+	if err := pod.CheckDeviceCount(volumeShares(cfg), len(nets)); err != nil {
 		return result, err
 	}
 	np := network.Pod{Dir: podDir, UUID: cfg.UUID, LocalConfig: flags.LocalConfig, Log: log}

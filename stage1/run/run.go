@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/stage1-vm/stage1-vm/stage1/pod"
 	"github.com/stage1-vm/stage1-vm/stage1/qemu"
 	"github.com/stage1-vm/stage1-vm/stage1/units"
+	"github.com/stage1-vm/stage1-vm/stage1/volume"
 )
 
 // Paths inside the stage1 image, relative to the pod directory.
@@ -125,11 +125,12 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if err != nil {
 		return 0, err
 	}
-	if pod.IsMutable(manifest) {
-		return 0, errors.New("mutable pods (rkt app sandbox) are not supported yet")
-	}
-	if len(manifest.Apps) == 0 {
+	mutable := flags.Mutable || pod.IsMutable(manifest)
+	if len(manifest.Apps) == 0 && !mutable {
 		return 0, errors.New("the pod manifest has no apps")
+	}
+	if flags.Interactive && mutable {
+		return 0, errors.New("--interactive needs a pod of one app, and a mutable pod (rkt app sandbox) has none at start")
 	}
 	if flags.Interactive && len(manifest.Apps) != 1 {
 		return 0, fmt.Errorf("--interactive needs a pod of one app; this one has %d", len(manifest.Apps))
@@ -138,7 +139,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if err != nil {
 		return 0, err
 	}
-	cfg, vols, err := pod.GuestConfig(podDir, manifest, pod.Options{
+	opts := pod.Options{
 		UUID:                flags.UUID,
 		Hostname:            flags.Hostname,
 		Debug:               flags.Debug,
@@ -146,11 +147,17 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 		DNS:                 dns,
 		DisablePaths:        flags.DisablePaths,
 		DisableSeccomp:      flags.DisableSeccomp,
-	})
+	}
+	cfg, vols, err := pod.GuestConfig(podDir, manifest, opts)
 	if err != nil {
 		return 0, err
 	}
 	cfg.StopTimeoutSeconds = int(settings.StopTimeout / time.Second)
+	cfg.Mutable = mutable
+	if mutable {
+		// Apps added later may mount volumes.
+		cfg.Volumes = true
+	}
 	if flags.Interactive {
 		cfg.Apps[0].Stdin = true
 	}
@@ -171,6 +178,9 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if err != nil {
 		return 0, err
 	}
+	if mutable {
+		memMiB, cpus = mutableVMSize(memMiB, hostMemory, hostCPUs)
+	}
 
 	// Step 3: attach the networks. Nothing is created before every input
 	// is checked.
@@ -178,17 +188,21 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if err != nil {
 		return 0, err
 	}
+	// What shaped the apps' configuration, kept for apps added later.
+	state := pod.RunState{Options: opts, StopTimeoutSeconds: cfg.StopTimeoutSeconds, MemoryMiB: memMiB}
 	if dns.Resolv == "default" && len(nets.dns.Nameservers) > 0 {
-		vols.UseResolvConf(cfg, resolvConf(nets.dns))
+		state.ResolvConf = resolvConf(nets.dns)
+		vols.UseResolvConf(cfg, state.ResolvConf)
 	}
 	if flags.MDSToken != "" {
 		url, err := metadataURL(flags.MDSToken, nets)
 		if err != nil {
 			return 0, err
 		}
-		for i := range cfg.Apps {
-			cfg.Apps[i].Env = setEnv(cfg.Apps[i].Env, "AC_METADATA_URL", url)
-		}
+		state.MetadataURL = url
+	}
+	for i := range cfg.Apps {
+		state.Complete(&cfg.Apps[i])
 	}
 
 	// Step 4: write the config share.
@@ -210,6 +224,25 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	if err := vols.Prepare(cfg); err != nil {
 		return 0, err
 	}
+	apps := pod.AppsShare(podDir, cfg)
+	if err := apps.Prepare(); err != nil {
+		return 0, err
+	}
+	shares := []*volume.Share{apps}
+	if share := vols.Share(); share != nil {
+		shares = append(shares, share)
+	} else if mutable {
+		share := &volume.Share{Dir: filepath.Join(podDir, pod.VolumeShareDir)}
+		if err := share.Prepare(); err != nil {
+			return 0, err
+		}
+		shares = append(shares, share)
+	}
+	if mutable {
+		if err := state.Save(podDir); err != nil {
+			return 0, err
+		}
+	}
 	if _, err := makeJournalDir(podDir, cfg.UUID); err != nil {
 		return 0, err
 	}
@@ -228,10 +261,11 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 	}
 	vm := newVM(podDir, cfg, flags, settings, tscKHz)
 	vm.MemoryMiB, vm.CPUs = memMiB, cpus
-	if share := vols.Share(); share != nil {
-		vm.Devices = append(vm.Devices, qemu.Share{Tag: guestconfig.VolumesTag, Path: share.Dir})
-		vm.Prepare = share.MountInNewNamespace
+	vm.Devices = append(vm.Devices, qemu.Share{Tag: guestconfig.AppsTag, Path: apps.Dir})
+	if len(shares) > 1 {
+		vm.Devices = append(vm.Devices, qemu.Share{Tag: guestconfig.VolumesTag, Path: shares[1].Dir})
 	}
+	vm.Prepare = func() error { return volume.MountInNewNamespace(shares...) }
 	vm.Devices = append(vm.Devices, nets.devices...)
 	vm.Files = nets.files
 	sup := &supervisor{podDir: podDir, pod: cfg, log: log, debug: flags.Debug, signals: sigs, stopTimeout: settings.StopTimeout + stopMargin}
@@ -279,11 +313,8 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		// The guest journal's own folder, which makeJournalDir created.
 		qemu.Share{Tag: guestconfig.JournalTag, Path: rel(JournalDir(cfg.UUID))},
 	}
-	if cfg.Apps[0].Stdin {
+	if hasStdin(cfg) {
 		devices = append(devices, qemu.SerialPort{ID: "stdin", Name: guestconfig.StdinPort, Socket: stdinSocket})
-	}
-	for _, app := range cfg.Apps {
-		devices = append(devices, qemu.Share{Tag: app.MountTag, Path: rel(pod.AppRootfs(app.Name)), ReadOnly: app.ReadOnlyRootfs})
 	}
 	devices = append(devices, govmm.RngDevice{ID: "rng0", Filename: "/dev/urandom", Transport: govmm.TransportMMIO})
 
@@ -328,13 +359,8 @@ func stopSignals() <-chan os.Signal {
 	return ch
 }
 
-// setEnv sets name to value in env, replacing an earlier value.
-func setEnv(env []string, name, value string) []string {
-	for i, kv := range env {
-		if strings.HasPrefix(kv, name+"=") {
-			env[i] = name + "=" + value
-			return env
-		}
-	}
-	return append(env, name+"="+value)
+// hasStdin reports whether the pod's app reads rkt run's stdin
+// (--interactive, one app only).
+func hasStdin(cfg *guestconfig.Pod) bool {
+	return len(cfg.Apps) > 0 && cfg.Apps[0].Stdin
 }

@@ -87,3 +87,18 @@ func hostResources() (uint64, int, error) {
 	}
 	return 0, 0, fmt.Errorf("no MemTotal in /proc/meminfo")
 }
+
+// MutableMemoryMiB is the least RAM of a mutable pod (rkt app sandbox),
+// whose apps are added after the boot. The guest only touches what its
+// apps use, so the unused part costs the host little.
+const MutableMemoryMiB = 512
+
+// mutableVMSize returns the RAM and vCPUs of a mutable pod: at least
+// MutableMemoryMiB, at most the host's RAM, and one vCPU per host CPU.
+func mutableVMSize(memMiB int, hostMemory uint64, hostCPUs int) (int, int) {
+	memMiB = max(memMiB, MutableMemoryMiB)
+	if hostMemory > 0 {
+		memMiB = min(memMiB, int(hostMemory/mib))
+	}
+	return memMiB, max(hostCPUs, 1)
+}

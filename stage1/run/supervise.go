@@ -85,7 +85,7 @@ func (s *supervisor) attempt(vm *qemu.VM, bootTimeout time.Duration) (int, error
 		}
 	}
 	names := []string{consoleSocket, statusSocket, stdoutSocket, stderrSocket, agentSocket}
-	stdin := s.pod.Apps[0].Stdin
+	stdin := hasStdin(s.pod)
 	if stdin {
 		names = append(names, stdinSocket)
 	}
@@ -270,7 +270,7 @@ func (st *attemptState) handleReport(m report.Message, watchdog *time.Timer) {
 			s.log.Error("mark pod ready failed", "error", err)
 		}
 	case report.Exit:
-		if _, ok := s.pod.App(m.App); !ok {
+		if !s.knownApp(m.App) {
 			s.log.Warn("the guest reported the exit of an unknown app; ignored", "app", m.App)
 			return
 		}
@@ -286,6 +286,29 @@ func (st *attemptState) handleReport(m report.Message, watchdog *time.Timer) {
 		s.log.Debug("pod finished, ending the VM", "status", m.Status, "after", time.Since(st.start))
 		st.proc.Kill()
 	}
+}
+
+// knownApp reports whether app is an app of the pod: one it booted with,
+// or, in a mutable pod, one that rkt app add has put into the pod manifest
+// since.
+func (s *supervisor) knownApp(app string) bool {
+	if _, ok := s.pod.App(app); ok {
+		return true
+	}
+	if !s.pod.Mutable {
+		return false
+	}
+	manifest, err := pod.LoadManifest(s.podDir)
+	if err != nil {
+		s.log.Error("read the pod manifest failed", "error", err)
+		return false
+	}
+	for _, ra := range manifest.Apps {
+		if ra.Name.String() == app {
+			return true
+		}
+	}
+	return false
 }
 
 // handleSignal stops the pod. SIGTERM (rkt stop) and the first SIGINT ask

@@ -46,11 +46,6 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		appUnits = append(appUnits, AppUnit(app.Name))
 	}
 
-	stopTimeout := pod.StopTimeoutSeconds
-	if stopTimeout <= 0 {
-		stopTimeout = DefaultStopTimeoutSeconds
-	}
-
 	files := map[string]string{}
 	wants := append([]string{"stage1-vm-agent.service", "stage1-vm-power-button.service"}, appUnits...)
 	wants = append(wants, "stage1-vm-ready.service")
@@ -103,37 +98,7 @@ func Render(pod *guestconfig.Pod) map[string]string {
 	)
 
 	for _, app := range pod.Apps {
-		unit := []string{
-			"[Unit]",
-			"Description=app " + app.Name,
-			"DefaultDependencies=no",
-			"Requires=stage1-vm-agent.service",
-			"After=stage1-vm-agent.service",
-			"Conflicts=shutdown.target",
-			"Before=shutdown.target",
-			"",
-			"[Service]",
-			"Type=simple",
-			"ExecStart=" + init + " app-exec " + app.Name,
-		}
-		if len(app.PostStop) > 0 {
-			// The post-stop handler runs before the exit status is
-			// reported, and its failure does not change that status.
-			unit = append(unit, "ExecStopPost=-"+init+" post-stop "+app.Name)
-		}
-		unit = append(unit,
-			"ExecStopPost="+init+" app-exited "+app.Name,
-			"Restart=no",
-			"KillMode=mixed",
-			// The grace period between SIGTERM and SIGKILL.
-			fmt.Sprintf("TimeoutStopSec=%d", stopTimeout),
-			"StandardInput=null",
-			// app-exec connects the app's stdout and stderr to the agent
-			// itself; these catch only its own errors before that.
-			"StandardOutput=file:/dev/kmsg",
-			"StandardError=file:/dev/kmsg",
-		)
-		files[AppUnit(app.Name)] = lines(append(unit, resourceLines(app)...)...)
+		files[AppUnit(app.Name)] = appUnit(pod, app)
 	}
 
 	files["stage1-vm-ready.service"] = lines(
@@ -149,6 +114,52 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		"StandardError=file:/dev/kmsg",
 	)
 	return files
+}
+
+// AppUnits returns the units of one app by file name, for an app that
+// joins a mutable pod at run time.
+func AppUnits(pod *guestconfig.Pod, app guestconfig.App) map[string]string {
+	return map[string]string{AppUnit(app.Name): appUnit(pod, app)}
+}
+
+// appUnit returns the service that runs an app.
+func appUnit(pod *guestconfig.Pod, app guestconfig.App) string {
+	stopTimeout := pod.StopTimeoutSeconds
+	if stopTimeout <= 0 {
+		stopTimeout = DefaultStopTimeoutSeconds
+	}
+	init := guestconfig.GuestInit
+	unit := []string{
+		"[Unit]",
+		"Description=app " + app.Name,
+		"DefaultDependencies=no",
+		"Requires=stage1-vm-agent.service",
+		"After=stage1-vm-agent.service",
+		"Conflicts=shutdown.target",
+		"Before=shutdown.target",
+		"",
+		"[Service]",
+		"Type=simple",
+		"ExecStart=" + init + " app-exec " + app.Name,
+	}
+	if len(app.PostStop) > 0 {
+		// The post-stop handler runs before the exit status is
+		// reported, and its failure does not change that status.
+		unit = append(unit, "ExecStopPost=-"+init+" post-stop "+app.Name)
+	}
+	unit = append(unit,
+		"ExecStopPost="+init+" app-exited "+app.Name,
+		"Restart=no",
+		"KillMode=mixed",
+		// The grace period between SIGTERM and SIGKILL.
+		fmt.Sprintf("TimeoutStopSec=%d", stopTimeout),
+		"StandardInput=null",
+		// app-exec connects the app's stdout and stderr to the agent
+		// itself; these catch only its own errors before that.
+		"StandardOutput=file:/dev/kmsg",
+		"StandardError=file:/dev/kmsg",
+	)
+	return lines(append(unit, resourceLines(app)...)...)
 }
 
 // resourceLines returns the app unit's cgroup and OOM settings. app-exec

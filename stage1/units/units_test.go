@@ -78,3 +78,21 @@ func TestRenderStopTimeout(t *testing.T) {
 		t.Errorf("app unit without a configured grace period lacks TimeoutStopSec=10:\n%s", files["app-a.service"])
 	}
 }
+
+// An app added to a mutable pod gets the unit it would have had at boot.
+func TestAppUnitsMatchRender(t *testing.T) {
+	limit := 3
+	app := guestconfig.App{Name: "late", MemoryMax: 1 << 20, OOMScoreAdjust: &limit, PostStop: []string{"/bin/true"}}
+	pod := &guestconfig.Pod{StopTimeoutSeconds: 7, Mutable: true}
+	added := AppUnits(pod, app)
+	pod.Apps = []guestconfig.App{app}
+	booted := Render(pod)
+	if len(added) != 1 || added["app-late.service"] != booted["app-late.service"] {
+		t.Errorf("AppUnits = %v, want only the unit Render gives:\n%s", added, booted["app-late.service"])
+	}
+	for _, line := range []string{"TimeoutStopSec=7", "Delegate=yes", "OOMScoreAdjust=3", "ExecStopPost=-" + guestconfig.GuestInit + " post-stop late"} {
+		if !strings.Contains(added["app-late.service"], line+"\n") {
+			t.Errorf("the added app's unit lacks %q", line)
+		}
+	}
+}

@@ -56,43 +56,53 @@ type Share struct {
 func (s *Share) Prepare() error {
 	for _, sub := range []string{"rw", "ro"} {
 		if err := os.MkdirAll(filepath.Join(s.Dir, sub), 0o755); err != nil {
-			return fmt.Errorf("create volume share %s: %w", s.Dir, err)
+			return fmt.Errorf("create share %s: %w", s.Dir, err)
 		}
 	}
 	for _, v := range s.Views {
-		target := filepath.Join(s.Dir, v.Path())
-		if v.File {
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
-			if err != nil {
-				return fmt.Errorf("create mount point of volume %s: %w", v.Name, err)
-			}
-			f.Close()
-		} else if err := os.Mkdir(target, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("create mount point of volume %s: %w", v.Name, err)
+		if err := s.makeMountPoint(v); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+func (s *Share) makeMountPoint(v View) error {
+	target := filepath.Join(s.Dir, v.Path())
+	if v.File {
+		f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|unix.O_NOFOLLOW, 0o644)
+		if err != nil {
+			return fmt.Errorf("create mount point of %s: %w", v.Name, err)
+		}
+		return f.Close()
+	}
+	if err := os.Mkdir(target, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create mount point of %s: %w", v.Name, err)
+	}
+	return nil
+}
+
 // MountInNewNamespace moves the calling thread into a new mount namespace
-// and mounts the views there. The caller must hold its OS thread locked and
-// never unlock it, so that the thread, with the namespace, is discarded when
-// the caller's goroutine ends. Processes the thread starts afterwards, QEMU
-// among them, inherit the namespace.
-func (s *Share) MountInNewNamespace() error {
+// and mounts the views of each share there. The caller must hold its OS
+// thread locked and never unlock it, so that the thread, with the
+// namespace, is discarded when the caller's goroutine ends. Processes the
+// thread starts afterwards, QEMU among them, inherit the namespace.
+func MountInNewNamespace(shares ...*Share) error {
 	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("create a mount namespace for the volumes: %w", err)
+		return fmt.Errorf("create a mount namespace for the shares: %w", err)
 	}
 	// Nothing mounted from here on propagates back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make the volume namespace private: %w", err)
+		return fmt.Errorf("make the shares' mount namespace private: %w", err)
 	}
-	if err := bind(s.Dir, s.Dir, false, true); err != nil {
-		return err
-	}
-	for _, v := range s.Views {
-		if err := bind(v.Source, filepath.Join(s.Dir, v.Path()), v.Recursive, v.ReadOnly); err != nil {
-			return fmt.Errorf("volume %s: %w", v.Name, err)
+	for _, s := range shares {
+		if err := bind(s.Dir, s.Dir, false, true); err != nil {
+			return err
+		}
+		for _, v := range s.Views {
+			if err := bind(v.Source, filepath.Join(s.Dir, v.Path()), v.Recursive, v.ReadOnly); err != nil {
+				return fmt.Errorf("view %s: %w", v.Path(), err)
+			}
 		}
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -48,6 +49,9 @@ type App struct {
 	ReadOnlyRootFS bool
 	// Mounts are the pod manifest's mounts of the app (rkt's --mount).
 	Mounts []schema.Mount
+	// Annotations are the pod manifest's annotations of the app, such as
+	// the stream modes that rkt's --stdin, --stdout and --stderr set.
+	Annotations types.Annotations
 }
 
 // Options are what `rkt run` adds around the apps.
@@ -70,6 +74,9 @@ type Options struct {
 	// Ports are the pod manifest's forwarded ports, as rkt writes them
 	// for --port NAME:HOSTPORT.
 	Ports []types.ExposedPort
+	// Mutable makes the pod a mutable one, as rkt app sandbox does: the
+	// pod manifest says so and the run entrypoint gets --mutable.
+	Mutable bool
 }
 
 // Result is what a finished pod left.
@@ -179,6 +186,26 @@ func (p *Pod) EnterCommand(app string, command ...string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
+// AttachCommand returns the attach entrypoint's command as rkt attach runs
+// it: the given arguments, the pod directory as the working directory, and
+// only RKT_STAGE1_ENTERCMD, RKT_STAGE1_ENTERPID and PATH in the
+// environment. The caller sets its stdio.
+func (p *Pod) AttachCommand(args ...string) (*exec.Cmd, error) {
+	data, err := os.ReadFile(filepath.Join(p.Dir, "pid"))
+	if err != nil {
+		return nil, fmt.Errorf("read the pid file of pod %s: %w", p.UUID, err)
+	}
+	host := filepath.Join(p.Dir, "stage1/rootfs/stage1-vm/host")
+	cmd := exec.Command(filepath.Join(host, "attach"), args...)
+	cmd.Dir = p.Dir
+	cmd.Env = []string{
+		"RKT_STAGE1_ENTERCMD=" + filepath.Join(host, "enter"),
+		"RKT_STAGE1_ENTERPID=" + strings.TrimSpace(string(data)),
+		"PATH=" + os.Getenv("PATH"),
+	}
+	return cmd, nil
+}
+
 // Ready reports whether the pod reported that its apps started.
 func (p *Pod) Ready() bool {
 	target, err := os.Readlink(filepath.Join(p.Dir, "stage1/rootfs/rkt/supervisor-status"))
@@ -216,30 +243,16 @@ func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]strin
 
 	pm := schema.BlankPodManifest()
 	pm.ACVersion = types.SemVer{Major: 1, Minor: 30}
-	pm.Annotations.Set("coreos.com/rkt/stage1/mutable", "false")
+	pm.Annotations.Set("coreos.com/rkt/stage1/mutable", strconv.FormatBool(opts.Mutable))
 	for _, a := range apps {
-		name, err := types.NewACName(a.Name)
+		ra, target, err := renderApp(podDir, a)
+		if target != "" {
+			mounts = append(mounts, target)
+		}
 		if err != nil {
 			return mounts, err
 		}
-		target := filepath.Join(rootfs, "opt/stage2", a.Name, "rootfs")
-		if err := overlay(a.Image, filepath.Join(podDir, "overlay", a.Name), target); err != nil {
-			return mounts, err
-		}
-		mounts = append(mounts, target)
-		app := a.App
-		imgName, _ := types.NewACIdentifier("example.com/" + a.Name)
-		imgID, err := types.NewHash("sha512-" + strings.Repeat("0", 64))
-		if err != nil {
-			return mounts, err
-		}
-		pm.Apps = append(pm.Apps, schema.RuntimeApp{
-			Name:           *name,
-			Image:          schema.RuntimeImage{Name: imgName, ID: *imgID},
-			App:            &app,
-			ReadOnlyRootFS: a.ReadOnlyRootFS,
-			Mounts:         a.Mounts,
-		})
+		pm.Apps = append(pm.Apps, ra)
 	}
 	pm.Volumes = opts.Volumes
 	pm.Ports = opts.Ports
@@ -250,6 +263,33 @@ func (d *Driver) prepare(uuid, podDir string, apps []App, opts Options) ([]strin
 		}
 	}
 	return mounts, os.WriteFile(filepath.Join(podDir, "pod"), data, 0o644)
+}
+
+// renderApp mounts the app's rootfs as rkt does and returns its entry of
+// the pod manifest and the rootfs mount, if made.
+func renderApp(podDir string, a App) (schema.RuntimeApp, string, error) {
+	name, err := types.NewACName(a.Name)
+	if err != nil {
+		return schema.RuntimeApp{}, "", err
+	}
+	target := filepath.Join(podDir, "stage1/rootfs/opt/stage2", a.Name, "rootfs")
+	if err := overlay(a.Image, filepath.Join(podDir, "overlay", a.Name), target); err != nil {
+		return schema.RuntimeApp{}, "", err
+	}
+	app := a.App
+	imgName, _ := types.NewACIdentifier("example.com/" + a.Name)
+	imgID, err := types.NewHash("sha512-" + strings.Repeat("0", 64))
+	if err != nil {
+		return schema.RuntimeApp{}, target, err
+	}
+	return schema.RuntimeApp{
+		Name:           *name,
+		Image:          schema.RuntimeImage{Name: imgName, ID: *imgID},
+		App:            &app,
+		ReadOnlyRootFS: a.ReadOnlyRootFS,
+		Mounts:         a.Mounts,
+		Annotations:    a.Annotations,
+	}, target, nil
 }
 
 // start runs the run entrypoint as rkt does: cwd is the pod directory, the
@@ -267,6 +307,9 @@ func (p *Pod) start(opts Options) error {
 	args := opts.Args
 	if args == nil {
 		args = []string{"--net=none"}
+	}
+	if opts.Mutable {
+		args = append(append([]string{}, args...), "--mutable")
 	}
 	entry := filepath.Join(p.Dir, "stage1/rootfs/stage1-vm/host/run")
 	p.cmd = exec.Command(entry, append(append([]string{}, args...), p.UUID)...)

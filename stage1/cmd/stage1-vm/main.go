@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/stage1-vm/stage1-vm/stage1/appcmd"
+	"github.com/stage1-vm/stage1-vm/stage1/attach"
 	"github.com/stage1-vm/stage1-vm/stage1/enter"
 	"github.com/stage1-vm/stage1-vm/stage1/gc"
 	"github.com/stage1-vm/stage1-vm/stage1/run"
@@ -20,12 +22,16 @@ func main() {
 		os.Exit(run.Main(args))
 	case "enter":
 		os.Exit(enter.Main(args))
+	case "attach":
+		os.Exit(attach.Main(args))
 	case "gc":
 		exitOn(gc.GC(args))
 	case "stop":
 		exitOn(gc.Stop(args))
+	case "app-add", "app-start", "app-stop", "app-rm":
+		os.Exit(appcmd.Main(name, args))
 	default:
-		fmt.Fprintf(os.Stderr, "stage1-vm: unknown entrypoint %q: run this binary through a link named run, enter, gc or stop\n", name)
+		fmt.Fprintf(os.Stderr, "stage1-vm: unknown entrypoint %q: run this binary through a link named run, enter, attach, gc, stop, app-add, app-start, app-stop or app-rm\n", name)
 		os.Exit(2)
 	}
 }
