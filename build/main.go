@@ -148,7 +148,7 @@ func addQEMU(o options, dir string) error {
 // minimal /etc. The guest mounts it read-only.
 func addGuest(o options, guest string) error {
 	for _, d := range []string{"usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "tmp", "etc", "root", "var",
-		"stage1-vm/bin", "stage1-vm/config", "stage1-vm/apps", "stage1-vm/app-share", "stage1-vm/volumes", "usr/lib/systemd/system", "etc/systemd"} {
+		"stage1-vm/bin", "stage1-vm/config", "stage1-vm/apps", "stage1-vm/app-share", "stage1-vm/volumes", "usr/lib/systemd/system", "etc/systemd", "var/log/journal"} {
 		if err := os.MkdirAll(filepath.Join(guest, d), 0o755); err != nil {
 			return err
 		}
@@ -163,10 +163,11 @@ func addGuest(o options, guest string) error {
 	}
 
 	shutdown := filepath.Join(filepath.Dir(o.systemd), "systemd-shutdown")
+	journald := filepath.Join(filepath.Dir(o.systemd), "systemd-journald")
 	// systemd stops its mount units with umount at shutdown. The agent
 	// adds, starts and stops the units of a mutable pod's apps with
 	// systemctl.
-	binaries := []string{o.systemd, shutdown, "/bin/mount", "/bin/umount", "/bin/systemctl"}
+	binaries := []string{o.systemd, shutdown, journald, "/bin/mount", "/bin/umount", "/bin/systemctl"}
 	for _, b := range binaries {
 		if err := copyResolved(b, guest, 0o755); err != nil {
 			return err
@@ -202,9 +203,11 @@ func addGuest(o options, guest string) error {
 		// systemd bind-mounts the id from systemd.machine_id= over this
 		// empty file, as the root is read-only.
 		"etc/machine-id": "",
-		// There is no journald in the guest (it costs about 0.3 s and 15
-		// MiB), so units without their own setting log nowhere.
-		"etc/systemd/system.conf": "[Manager]\nDefaultStandardOutput=null\nDefaultStandardError=null\n",
+		// The pod's units log to /dev/kmsg, which journald reads, or set
+		// their own output. The rest log nowhere rather than each open a
+		// stream to journald.
+		"etc/systemd/system.conf":   "[Manager]\nDefaultStandardOutput=null\nDefaultStandardError=null\n",
+		"etc/systemd/journald.conf": journaldConf,
 	}
 	for name, content := range etc {
 		if err := os.WriteFile(filepath.Join(guest, name), []byte(content), 0o644); err != nil {
@@ -213,6 +216,27 @@ func addGuest(o options, guest string) error {
 	}
 	return nil
 }
+
+// journaldConf is the guest's journald.conf (systemd 252). The journal
+// lives on the host's disk in the pod directory, so its size is capped
+// per pod. Files of 1 MiB keep what journald allocates ahead small:
+// 9p has no fallocate, so the C library emulates it with writes that
+// reach the host's disk. journald syncs the share 5 s after it wrote an entry, which is
+// when a host reading a running pod's journal sees it. Rate limiting is
+// off because every app's output reaches journald through the agent, so
+// all apps would share one limit. The agent bounds what it queues instead.
+const journaldConf = `[Journal]
+Storage=persistent
+SystemMaxUse=64M
+SystemMaxFileSize=1M
+RuntimeMaxUse=4M
+SyncIntervalSec=5s
+RateLimitIntervalSec=0
+ForwardToSyslog=no
+ForwardToKMsg=no
+ForwardToConsole=no
+ForwardToWall=no
+`
 
 // copyResolved copies src into root at the path where src's folder really
 // is (following the build host's merged-/usr links), keeping src's name.

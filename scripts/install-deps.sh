@@ -8,7 +8,7 @@ packages=(
 	qemu-system-x86
 	# guest kernel source and its build dependencies
 	linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev xz-utils cpio kmod
-	# guest system
+	# guest system (systemd, systemd-journald), and journalctl for the journal tests
 	systemd
 	# test images and the test driver
 	busybox-static util-linux iproute2 procps

@@ -51,6 +51,8 @@ type Agent struct {
 	agent  *os.File
 	stdout *os.File
 	stderr *os.File
+	// journal receives a copy of the apps' output.
+	journal *journal
 
 	outMu sync.Mutex
 	errMu sync.Mutex
@@ -80,6 +82,8 @@ func Run(log *slog.Logger) error {
 	}
 	a := &Agent{pod: pod, log: log, streams: map[string]*sync.WaitGroup{}, exited: map[string]int{},
 		added: map[string]guestconfig.App{}, addedUnits: map[string][]string{}}
+	a.journal = newJournal(log, JournalSocket, JournalVarlinkSocket)
+	go a.journal.flushWhenStarted()
 	for _, app := range pod.Apps {
 		a.streams[app.Name] = &sync.WaitGroup{}
 	}
@@ -127,6 +131,9 @@ func Run(log *slog.Logger) error {
 	// systemd stops the agent after every app, so every status is in. The
 	// shares use cache=loose, so the apps' writes may still be in guest
 	// memory until this sync.
+	if err := a.journal.sync(); err != nil {
+		log.Warn("the journal on the host may lack the last entries", "error", err)
+	}
 	unix.Sync()
 	a.mu.Lock()
 	status := a.podStatus
@@ -206,6 +213,8 @@ func (a *Agent) handleStream(c net.Conn) {
 	if fields[0] == "stderr" {
 		port, mu = a.stderr, &a.errMu
 	}
+	journal := a.journal.stream(fields[1], fields[0])
+	defer journal.close()
 	data := make([]byte, 32*1024)
 	for {
 		n, err := pipe.Read(data)
@@ -216,6 +225,7 @@ func (a *Agent) handleStream(c net.Conn) {
 			if werr != nil {
 				a.log.Error("write app output to the host failed", "app", fields[1], "error", werr)
 			}
+			journal.write(data[:n])
 		}
 		if err == io.EOF {
 			return

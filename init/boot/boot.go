@@ -89,6 +89,9 @@ func Run() error {
 			return err
 		}
 	}
+	if err := mountJournal(pod); err != nil {
+		return err
+	}
 	// Without nosuid: the apps' rootfs keep their setuid programs.
 	if err := doMount(mount{guestconfig.AppsTag, guestconfig.GuestAppShareDir, "9p", 0, ninepOptions}); err != nil {
 		return err
@@ -118,11 +121,14 @@ func Run() error {
 		return err
 	}
 
-	args := []string{Systemd, "--unit=stage1-vm.target"}
+	// systemd logs to /dev/kmsg until journald runs, then to the journal.
+	// Without --debug the kernel's loglevel=3 keeps its messages off the
+	// console, and they still reach the journal.
+	args := []string{Systemd, "--unit=stage1-vm.target", "--log-level=info"}
 	if pod.Debug {
-		args = append(args, "--log-level=info", "--show-status=true")
+		args = append(args, "--show-status=true")
 	} else {
-		args = append(args, "--log-level=warning", "--show-status=false")
+		args = append(args, "--show-status=false")
 	}
 	env := []string{"container_host=stage1-vm"}
 	if err := unix.Exec(Systemd, args, env); err != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/stage1-vm/stage1-vm/internal/seccomp"
 )
@@ -30,6 +31,9 @@ const (
 	VolumesTag = "stage1-vm-volumes"
 	// AppsTag is the 9p mount tag of the share that holds every app's rootfs.
 	AppsTag = "stage1-vm-apps"
+	// JournalTag is the 9p mount tag of the writable share that holds the
+	// guest journal's folder, GuestJournalDir/<machine id>.
+	JournalTag = "stage1-vm-journal"
 
 	// StatusPort carries guest-to-host reports: sign of life, ready, exit statuses.
 	StatusPort = "org.stage1-vm.status"
@@ -53,6 +57,9 @@ const (
 	// GuestAddedAppsDir holds the configuration of each app added at run
 	// time, as <app>.json, in guest RAM.
 	GuestAddedAppsDir = GuestRunDir + "/apps"
+	// GuestJournalDir is journald's persistent folder in the guest. It is
+	// a tmpfs that holds only the mount point of the journal share.
+	GuestJournalDir = "/var/log/journal"
 	// GuestRunDir holds the guest's runtime sockets, in guest RAM.
 	GuestRunDir = "/run/stage1-vm"
 	// GuestInit is the path of the guest binary inside the guest system.
@@ -188,6 +195,13 @@ type App struct {
 	// handlers, empty when the app has none.
 	PreStart []string `json:"preStart,omitempty"`
 	PostStop []string `json:"postStop,omitempty"`
+}
+
+// MachineID returns the guest's machine id for a pod: the UUID without
+// dashes, as rkt's default stage1 derives it. journald names the journal's
+// folder after it.
+func MachineID(uuid string) string {
+	return strings.ReplaceAll(uuid, "-", "")
 }
 
 // HasResourceLimits reports whether the app has a memory or CPU setting,

@@ -14,8 +14,9 @@ import (
 const MMIOLines = 24
 
 // FixedDevices are the virtio-mmio devices of every pod VM: the
-// virtio-serial controller, the system, config and apps shares and the RNG.
-const FixedDevices = 5
+// virtio-serial controller, the system, config, apps and journal shares
+// and the RNG.
+const FixedDevices = 6
 
 // CheckDeviceCount rejects a pod whose volume share and network interfaces
 // need more virtio-mmio devices than the machine has interrupt lines. A pod

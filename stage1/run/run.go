@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -244,6 +243,9 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 			return 0, err
 		}
 	}
+	if _, err := makeJournalDir(podDir, cfg.UUID); err != nil {
+		return 0, err
+	}
 
 	// Step 5: write the pid file; rkt reads it for status and enter.
 	if err := pod.WritePID(podDir, os.Getpid()); err != nil {
@@ -272,7 +274,7 @@ func runPod(flags *Flags, log *slog.Logger, sigs <-chan os.Signal) (status int, 
 
 // newVM describes the VM of a pod, with the accelerator still unset.
 func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSettings, tscKHz uint64) *qemu.VM {
-	machineID := strings.ReplaceAll(cfg.UUID, "-", "")
+	machineID := guestconfig.MachineID(cfg.UUID)
 	params := []string{
 		"console=ttyS0",
 		"root=" + guestconfig.SystemTag,
@@ -285,6 +287,10 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		"reboot=t",
 		"panic=-1",
 		"systemd.machine_id=" + machineID,
+		// systemd and the guest's units log to /dev/kmsg until journald
+		// runs. The kernel's default rate limit would drop most of it
+		// before it reaches the journal.
+		"printk.devkmsg=on",
 	}
 	if tscKHz > 0 {
 		params = append(params, fmt.Sprintf("tsc_early_khz=%d", tscKHz))
@@ -304,6 +310,8 @@ func newVM(podDir string, cfg *guestconfig.Pod, flags *Flags, settings VMSetting
 		qemu.QMPSocket{Path: qmpSocket},
 		qemu.Share{Tag: guestconfig.SystemTag, Path: rel(GuestRootDir), ReadOnly: true},
 		qemu.Share{Tag: guestconfig.ConfigTag, Path: rel(filepath.Join(pod.RuntimeDir, "config")), ReadOnly: true},
+		// The guest journal's own folder, which makeJournalDir created.
+		qemu.Share{Tag: guestconfig.JournalTag, Path: rel(JournalDir(cfg.UUID))},
 	}
 	if hasStdin(cfg) {
 		devices = append(devices, qemu.SerialPort{ID: "stdin", Name: guestconfig.StdinPort, Socket: stdinSocket})

@@ -1,8 +1,8 @@
 // Package units writes the systemd units that run a pod's apps in the guest.
 //
 // The guest boots stage1-vm.target. It starts the agent, which owns the
-// guest's ports, and the power-button service, which turns the host's
-// fallback stop into a reboot. Then it starts one service an app, then
+// guest's ports, the power-button service, which turns the host's
+// fallback stop into a reboot, and journald. Then it starts one service an app, then
 // stage1-vm-ready.service, which reports to the host that every app has
 // started. Each app service runs the guest binary's app-exec command,
 // which enters the app's rootfs and execs the app. Its ExecStopPost
@@ -25,6 +25,13 @@ const DefaultStopTimeoutSeconds = 10
 // Target is the unit the guest's systemd boots into.
 const Target = "stage1-vm.target"
 
+// Units of the guest journal, which the image ships. The agent makes
+// journald write to the journal share once it started.
+const (
+	JournaldSocket = "systemd-journald.socket"
+	JournaldUnit   = "systemd-journald.service"
+)
+
 // AppUnit returns the unit name of an app. App names are appc AC names
 // (lowercase letters, digits and dashes), which are valid in unit names.
 func AppUnit(app string) string {
@@ -42,10 +49,12 @@ func Render(pod *guestconfig.Pod) map[string]string {
 	files := map[string]string{}
 	wants := append([]string{"stage1-vm-agent.service", "stage1-vm-power-button.service"}, appUnits...)
 	wants = append(wants, "stage1-vm-ready.service")
+	// journald is not on the apps' path: nothing waits for it. The agent
+	// sends to journald's socket, which exists before journald starts.
 	files[Target] = lines(
 		"[Unit]",
 		"Description=stage1-vm pod "+pod.UUID,
-		"Wants="+strings.Join(wants, " "),
+		"Wants="+strings.Join(append(wants, JournaldUnit), " "),
 		"After="+strings.Join(wants, " "),
 	)
 
@@ -53,6 +62,11 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		"[Unit]",
 		"Description=stage1-vm guest agent",
 		"DefaultDependencies=no",
+		"Wants="+JournaldSocket,
+		"After="+JournaldSocket,
+		// At shutdown, systemd unmounts the journal share only after the
+		// agent made journald sync it.
+		"RequiresMountsFor="+filepath.Join(guestconfig.GuestJournalDir, guestconfig.MachineID(pod.UUID)),
 		"Conflicts=shutdown.target",
 		"Before=shutdown.target",
 		"",
@@ -64,7 +78,9 @@ func Render(pod *guestconfig.Pod) map[string]string {
 		"FailureAction=reboot-force",
 		"StandardOutput=file:/dev/kmsg",
 		"StandardError=file:/dev/kmsg",
-		"TimeoutStopSec=5",
+		// At stop, the agent waits up to 5 s for journald to store the
+		// apps' last lines, then syncs the shares.
+		"TimeoutStopSec=8",
 	)
 
 	files["stage1-vm-power-button.service"] = lines(
