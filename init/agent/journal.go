@@ -97,8 +97,9 @@ func newJournal(log *slog.Logger, path, varlinkPath string) *journal {
 
 // flushWhenStarted waits for journald to start and makes it move the
 // journal from guest RAM to the journal share and write there from then on,
-// as `journalctl --flush` does on a normal system. Until then, the pod's
-// journal on the host is empty.
+// as `journalctl --flush` does on a normal system. The guest's init creates
+// journald's flag for that, so journald writes to the share from its start
+// and the call only confirms it. It matters for a journald without the flag.
 func (j *journal) flushWhenStarted() {
 	err := callJournald(j.varlinkPath, "io.systemd.Journal.FlushToVar", time.Now().Add(journalStartTimeout))
 	if err != nil {

@@ -32,5 +32,20 @@ func mountJournal(pod *guestconfig.Pod) error {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	return doMount(mount{guestconfig.JournalTag, dir, "9p", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, journalOptions})
+	if err := doMount(mount{guestconfig.JournalTag, dir, "9p", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, journalOptions}); err != nil {
+		return err
+	}
+	// The journal share is mounted before journald starts, so journald may
+	// write to it at once instead of to guest RAM first, which is what
+	// journald does when it finds this file of systemd 252. Otherwise
+	// every pod's end would wait for the copy from RAM to the share.
+	if err := os.MkdirAll(filepath.Dir(journalFlushedFlag), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(journalFlushedFlag, nil, 0o644)
 }
+
+// journalFlushedFlag is the file by which journald learns that its
+// journal has moved to persistent storage, which `journalctl --flush`
+// creates on a normal system.
+const journalFlushedFlag = "/run/systemd/journal/flushed"
