@@ -94,9 +94,9 @@ func attach(args []string, log *slog.Logger) (int, error) {
 		return 0, err
 	}
 
-	conn, err := net.Dial("unix", run.EnterSocket)
+	conn, err := enter.Dial(uuid)
 	if err != nil {
-		return 0, fmt.Errorf("pod %s is not running, or has not started its VM yet: connect to %s: %w", uuid, run.EnterSocket, err)
+		return 0, err
 	}
 	defer conn.Close()
 	log.Debug("attaching", "pod", uuid, "app", flags.App, "endpoints", endpoints)

@@ -11,6 +11,20 @@ import (
 	"github.com/stage1-vm/stage1-vm/stage1/run"
 )
 
+// Dial connects to the run entrypoint's enter socket, from the pod
+// directory of pod uuid, which names the pod in the error.
+func Dial(uuid string) (net.Conn, error) {
+	conn, err := net.Dial("unix", run.EnterSocket)
+	if err != nil {
+		pod := "the pod"
+		if uuid != "" {
+			pod = "pod " + uuid
+		}
+		return nil, fmt.Errorf("%s is not running, or has not started its VM yet: connect to %s: %w", pod, run.EnterSocket, err)
+	}
+	return conn, nil
+}
+
 // Call runs one action in the guest agent through the run entrypoint's
 // enter socket, from the pod directory, and returns its exit status. input,
 // if not nil, is sent as the action's stdin, then its end. Output of the
@@ -20,9 +34,9 @@ func Call(req agentproto.OpenRequest, input []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	conn, err := net.Dial("unix", run.EnterSocket)
+	conn, err := Dial("")
 	if err != nil {
-		return 0, fmt.Errorf("the pod is not running, or has not started its VM yet: connect to %s: %w", run.EnterSocket, err)
+		return 0, err
 	}
 	defer conn.Close()
 	send := func(t agentproto.Type, p []byte) error {

@@ -99,9 +99,9 @@ func enter(args []string, log *slog.Logger) (int, error) {
 	if err := unix.Kill(flags.PID, 0); err != nil {
 		return 0, fmt.Errorf("pod %s is not running: its run entrypoint (pid %d) is gone: %w", uuid, flags.PID, err)
 	}
-	conn, err := net.Dial("unix", run.EnterSocket)
+	conn, err := Dial(uuid)
 	if err != nil {
-		return 0, fmt.Errorf("pod %s is not running, or has not started its VM yet: connect to %s: %w", uuid, run.EnterSocket, err)
+		return 0, err
 	}
 	defer conn.Close()
 	s := &session{conn: conn, log: log}
