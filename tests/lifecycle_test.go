@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -89,6 +90,33 @@ func TestStopGraceful(t *testing.T) {
 	}
 	if res.Statuses["trapper"] != "0" {
 		t.Errorf("rkt/status/trapper = %q, want 0", res.Statuses["trapper"])
+	}
+}
+
+// TestStopManyApps stops a pod of 20 apps. Each app has a few dozen
+// mounts in the guest, which a reboot unmounts one by one; the apps must
+// not wait for that, or the stop runs out of time and loses the statuses.
+func TestStopManyApps(t *testing.T) {
+	d := newDriver(t)
+	var apps []stage0.App
+	for i := 0; i < 20; i++ {
+		apps = append(apps, busyboxApp(t, fmt.Sprintf("app%d", i), "/bin/sh", "-c",
+			"trap 'exit 0' TERM; sleep 1000 & wait"))
+	}
+	pod := startPodEnv(t, d, apps, []string{"STAGE1_VM_BOOT_TIMEOUT=120"})
+	start := time.Now()
+	if err := pod.Stop(false); err != nil {
+		t.Fatal(err)
+	}
+	res := waitResult(t, pod, 60*time.Second)
+	t.Logf("20 apps stopped in %s", time.Since(start).Round(100*time.Millisecond))
+	if res.ExitCode != 0 {
+		t.Errorf("exit status %d, want 0; stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	for _, app := range apps {
+		if res.Statuses[app.Name] != "0" {
+			t.Errorf("rkt/status/%s = %q, want 0", app.Name, res.Statuses[app.Name])
+		}
 	}
 }
 

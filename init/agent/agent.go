@@ -3,12 +3,12 @@
 // statuses, decides when the pod ends, takes the host's stop request and
 // runs the host's enter sessions.
 //
-// The pod ends when the first app fails (its status becomes the pod's) or
-// when every app has exited with 0. The agent then signals systemd to
-// reboot, which stops the remaining apps. systemd stops the agent after
-// them. The agent then flushes the guest's writes to the shares and reports
-// the pod's status, and the host ends QEMU without waiting for the rest of
-// the shutdown. Were the host gone, the reboot would end QEMU anyway, because
+// The pod ends when the first app fails (its status becomes the pod's),
+// when every app has exited with 0, or on the host's stop request. The
+// agent then stops the remaining apps through systemd, flushes the guest's
+// writes to the shares, reports the pod's status and signals systemd to
+// reboot. The host ends QEMU on the report, without waiting for the
+// reboot. Were the host gone, the reboot would end QEMU anyway, because
 // QEMU runs with -no-reboot.
 package agent
 
@@ -57,8 +57,10 @@ type Agent struct {
 	outMu sync.Mutex
 	errMu sync.Mutex
 
-	mu       sync.Mutex
-	statusMu sync.Mutex
+	mu         sync.Mutex
+	statusMu   sync.Mutex
+	endOnce    sync.Once
+	finishOnce sync.Once
 	// appActionMu serializes the app actions of a mutable pod.
 	appActionMu sync.Mutex
 	// added and addedUnits hold the apps added at run time.
@@ -127,19 +129,63 @@ func Run(log *slog.Logger) error {
 		return err
 	}
 	<-terminate
-
-	// systemd stops the agent after every app, so every status is in. The
-	// shares use cache=loose, so the apps' writes may still be in guest
-	// memory until this sync.
-	if err := a.journal.sync(); err != nil {
-		log.Warn("the journal on the host may lack the last entries", "error", err)
-	}
-	unix.Sync()
-	a.mu.Lock()
-	status := a.podStatus
-	a.mu.Unlock()
-	a.sendPodExit(status)
+	// systemd stops the agent after every app, so every status is in,
+	// unless endPod has already reported the pod's exit.
+	a.finish()
 	return nil
+}
+
+// endPod stops every app and reports the pod's exit, then has systemd
+// reboot, which ends QEMU if the host has not already. The apps are
+// stopped before the reboot: the reboot also unmounts the apps' API file
+// systems and protected paths, dozens of mounts an app, and the apps'
+// stop would wait behind those unmounts.
+func (a *Agent) endPod() {
+	a.endOnce.Do(a.stopAppsAndFinish)
+}
+
+func (a *Agent) stopAppsAndFinish() {
+	units := a.appUnits()
+	if len(units) > 0 {
+		// systemctl returns once every app's stop job has finished,
+		// ExecStopPost and its exit report included.
+		if err := systemctl(append([]string{"stop"}, units...)...); err != nil {
+			a.log.Error("stop the apps failed; the reboot stops them", "error", err)
+		}
+	}
+	a.finish()
+	a.reboot()
+}
+
+// appUnits returns the units of every app of the pod, added ones included.
+func (a *Agent) appUnits() []string {
+	var units []string
+	for _, app := range a.pod.Apps {
+		units = append(units, appUnit(app.Name))
+	}
+	a.mu.Lock()
+	for name := range a.added {
+		units = append(units, appUnit(name))
+	}
+	a.mu.Unlock()
+	return units
+}
+
+// finish flushes the journal and the guest's writes to the shares, then
+// reports the pod's exit status to the host, once.
+func (a *Agent) finish() {
+	a.finishOnce.Do(func() {
+		if err := a.journal.sync(); err != nil {
+			a.log.Warn("the journal on the host may lack the last entries", "error", err)
+		}
+		// The shares use cache=loose, so the apps' writes may still be in
+		// guest memory until this sync.
+		unix.Sync()
+		a.mu.Lock()
+		status := a.podStatus
+		a.mu.Unlock()
+		a.sendPodExit(status)
+	})
 }
 
 func listen(path string) (net.Listener, error) {
@@ -342,7 +388,8 @@ func (a *Agent) appExited(app string, status int) {
 	}
 	a.mu.Unlock()
 	if end {
-		a.reboot()
+		// Not waited for: this app's own stop waits for this function.
+		go a.endPod()
 	}
 }
 
@@ -359,7 +406,7 @@ func (a *Agent) readHost() {
 			a.mu.Lock()
 			a.stopping = true
 			a.mu.Unlock()
-			a.reboot()
+			go a.endPod()
 		default:
 			a.log.Warn("unknown command from the host", "command", line)
 		}
