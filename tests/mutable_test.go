@@ -98,6 +98,11 @@ func TestMutablePodAppCycle(t *testing.T) {
 	if err := pod.RemoveApp("trapper"); err != nil {
 		t.Fatal(err)
 	}
+	for _, mark := range []string{"trapper-created", "trapper-started"} {
+		if _, ok := readStatus(pod, mark); ok {
+			t.Errorf("%s remains after app rm; an app added again would look running", mark)
+		}
+	}
 	if entries, _ := os.ReadDir(filepath.Join(pod.Dir, "stage1-vm/apps/rw")); len(entries) != 1 {
 		t.Errorf("the apps share holds %d views after app rm, want 1 (quitter)", len(entries))
 	}
@@ -147,6 +152,9 @@ func TestMutablePodRejectsBadApps(t *testing.T) {
 	}
 	if err := pod.StartApp("missing"); err == nil || !strings.Contains(err.Error(), `app "missing" is not in the pod`) {
 		t.Errorf("app start of an app whose add failed: %v, want an error naming it", err)
+	}
+	if _, ok := readStatus(pod, "missing-started"); ok {
+		t.Error("a failed app start left the started mark, so rkt shows the app running")
 	}
 	if err := pod.RemoveApp("missing"); err != nil {
 		t.Errorf("app rm of an app whose add failed: %v", err)

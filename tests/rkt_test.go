@@ -357,6 +357,9 @@ func TestRktMutablePod(t *testing.T) {
 	if out, status := rkt("app", "add", uuid, "example.com/busybox", "--name=web", "--exec=/bin/sh", "--", "-c", "echo web-again"); status != 0 {
 		t.Fatalf("rkt app add of the removed app's name: status %d:\n%s", status, out)
 	}
+	if out, _ := rkt("app", "list", "--no-legend", uuid); !strings.Contains(out, "web\tcreated") {
+		t.Errorf("rkt app list after adding the removed app's name again: %q, want web created", out)
+	}
 	if out, status := rkt("app", "start", uuid, "--app=web"); status != 0 {
 		t.Fatalf("rkt app start: status %d:\n%s", status, out)
 	}

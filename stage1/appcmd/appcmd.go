@@ -125,7 +125,7 @@ func (c *appCommand) run(name string) (int, error) {
 	case agentproto.ActionAppAdd:
 		return 0, c.add()
 	case agentproto.ActionAppStart:
-		return c.call(agentproto.ActionAppStart, nil)
+		return c.start()
 	case agentproto.ActionAppStop:
 		return c.stop()
 	case agentproto.ActionAppRm:
@@ -236,6 +236,24 @@ func (c *appCommand) appsShare() *volume.Share {
 	return &volume.Share{Dir: filepath.Join(c.podDir, pod.AppShareDir)}
 }
 
+// start starts the app. rkt marks the app started before it calls
+// app/start, so a start that fails takes the mark back, and rkt shows the
+// app as created again rather than running.
+func (c *appCommand) start() (int, error) {
+	status, err := c.call(agentproto.ActionAppStart, nil)
+	if err != nil || status != 0 {
+		if rerr := os.Remove(c.statusFile(c.app + "-started")); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			c.log.Warn("remove the started mark of the app failed", "error", rerr)
+		}
+	}
+	return status, err
+}
+
+// statusFile returns the path of a file in rkt's status folder.
+func (c *appCommand) statusFile(name string) string {
+	return filepath.Join(c.podDir, pod.StatusDir, name)
+}
+
 // stop stops the app and waits until its exit status is recorded, so that
 // rkt shows the app as exited once rkt app stop returns.
 func (c *appCommand) stop() (int, error) {
@@ -250,7 +268,7 @@ func (c *appCommand) stop() (int, error) {
 	if err != nil || status != 0 {
 		return status, err
 	}
-	path := filepath.Join(c.podDir, pod.StatusDir, c.app)
+	path := c.statusFile(c.app)
 	for deadline := time.Now().Add(statusWait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(path); err == nil {
 			return 0, nil
@@ -286,6 +304,14 @@ func (c *appCommand) remove() error {
 	pid, err := qemu.RunningPID(filepath.Join(c.podDir, pod.RuntimeDir, "qemu.pid"), c.uuid)
 	if err != nil {
 		return err
+	}
+	// rkt 1.30.0 removes only the app's exit status: its created and
+	// started marks would make an app added again under this name look
+	// running before it starts. rkt writes the created mark anew on add.
+	for _, mark := range []string{"-created", "-started"} {
+		if err := os.Remove(c.statusFile(c.app + mark)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
 	share := c.appsShare()
 	for _, access := range []string{"rw", "ro"} {
