@@ -94,8 +94,9 @@ func TestStopGraceful(t *testing.T) {
 }
 
 // TestStopManyApps stops a pod of 20 apps. Each app has a few dozen
-// mounts in the guest, which a reboot unmounts one by one; the apps must
-// not wait for that, or the stop runs out of time and loses the statuses.
+// mounts in the guest, which a reboot unmounts one by one. The apps must
+// not wait for that, because the stop would run out of time and lose the
+// statuses.
 func TestStopManyApps(t *testing.T) {
 	d := newDriver(t)
 	var apps []stage0.App

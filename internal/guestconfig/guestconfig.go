@@ -225,7 +225,7 @@ func (p *Pod) App(name string) (App, bool) {
 	return App{}, false
 }
 
-// AddedApp is what the host sends the guest agent to add an app to a
+// AddedApp is the host's request to the guest agent to add an app to a
 // mutable pod.
 type AddedApp struct {
 	App App `json:"app"`

@@ -261,8 +261,8 @@ func (c *appCommand) stop() (int, error) {
 	if err == nil && status == NotRunningStatus && manifestLocked(c.podDir) {
 		// rkt app rm calls app/stop, holding the pod manifest's lock, and
 		// means to accept status 5. But rkt 1.30.0 wraps the error before
-		// it reads the status, so it fails on any status but 0: answer 0.
-		c.log.Debug("the app is not running; answering 0 to rkt app rm")
+		// it reads the status, so it fails on any status but 0. Return 0.
+		c.log.Debug("the app is not running; returning 0 to rkt app rm")
 		return 0, nil
 	}
 	if err != nil || status != 0 {

@@ -60,10 +60,10 @@ func Call(req agentproto.OpenRequest, input []byte) (int, error) {
 	for {
 		f, err := agentproto.Read(conn, agentproto.FromGuest)
 		if errors.Is(err, io.EOF) {
-			return 0, errors.New("the pod stopped before the guest agent answered")
+			return 0, errors.New("the pod stopped before the guest agent returned a result")
 		}
 		if err != nil {
-			return 0, fmt.Errorf("read the guest agent's answer: %w", err)
+			return 0, fmt.Errorf("read the guest agent's response: %w", err)
 		}
 		switch f.Type {
 		case agentproto.Exit:

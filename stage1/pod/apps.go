@@ -103,7 +103,7 @@ func GuestConfig(podDir string, pm *schema.PodManifest, opts Options) (*guestcon
 const AppShareDir = RuntimeDir + "/apps"
 
 // AppView returns the view of an app's rootfs in the apps share. An app
-// added at run time gets a suffix, unique in the pod's life: the guest
+// added at run time gets a suffix, unique in the pod's life. The guest
 // caches what it has seen of the share, so an app removed and added again
 // under the same name must not reuse the old view's path.
 func AppView(podDir, name, suffix string, readOnly bool) volume.View {

@@ -16,8 +16,8 @@ import (
 // share exports to the guest.
 const RunStateFile = RuntimeDir + "/run-state.json"
 
-// RunState is what shaped the apps' guest configuration besides the pod
-// manifest: the run flags and what the networks returned.
+// RunState is the input to the apps' guest configuration besides the pod
+// manifest: the run flags and the networks' results.
 type RunState struct {
 	Options            Options `json:"options"`
 	StopTimeoutSeconds int     `json:"stopTimeoutSeconds"`
