@@ -179,6 +179,7 @@ func (a *Agent) removeApp(name string) error {
 	} else if active {
 		return fmt.Errorf("app %s is still running; stop it first", name)
 	}
+
 	for _, file := range units {
 		if err := os.Remove(filepath.Join(UnitDir, file)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove unit %s: %w", file, err)
@@ -189,12 +190,14 @@ func (a *Agent) removeApp(name string) error {
 	}
 	// A failed unit stays known to systemd until this.
 	_ = systemctl("reset-failed", appUnit(name))
+
 	if err := approot.Detach(name); err != nil {
 		return err
 	}
 	if err := os.Remove(filepath.Join(guestconfig.GuestAddedAppsDir, name+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+
 	a.mu.Lock()
 	delete(a.added, name)
 	delete(a.addedUnits, name)
