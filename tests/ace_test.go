@@ -19,6 +19,12 @@ import (
 // check the execution environment from inside the pod: pre-start and
 // post-stop handlers, environment, working directory, a shared empty
 // volume, isolators and the metadata service.
+//
+// NOTE: since the guest runs journald, the main app's metadata requests
+// time out (the validator allows 100 ms) in every attempt on this 2-core
+// TCG host, while the image without journald passed on the first or
+// second attempt. Delaying journald's start, running it SCHED_IDLE or
+// starting it before the apps did not help; the cause is not found yet.
 func TestRktACEValidator(t *testing.T) {
 	e := requireRkt(t)
 	specDir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/appc/spec").Output()
