@@ -161,11 +161,11 @@ func (a *Agent) stopAppsAndFinish() {
 func (a *Agent) appUnits() []string {
 	var units []string
 	for _, app := range a.pod.Apps {
-		units = append(units, appUnit(app.Name))
+		units = append(units, guestconfig.AppUnit(app.Name))
 	}
 	a.mu.Lock()
 	for name := range a.added {
-		units = append(units, appUnit(name))
+		units = append(units, guestconfig.AppUnit(name))
 	}
 	a.mu.Unlock()
 	return units

@@ -143,7 +143,7 @@ func (a *Agent) startApp(name string) error {
 	a.mu.Lock()
 	delete(a.exited, name)
 	a.mu.Unlock()
-	return systemctl("start", appUnit(name))
+	return systemctl("start", guestconfig.AppUnit(name))
 }
 
 // stopApp stops the app's unit, which reports the app's exit status on
@@ -156,7 +156,7 @@ func (a *Agent) stopApp(name string) (int, error) {
 	if !active {
 		return NotRunningStatus, nil
 	}
-	return 0, systemctl("stop", appUnit(name))
+	return 0, systemctl("stop", guestconfig.AppUnit(name))
 }
 
 // removeApp removes a stopped app: its units, its rootfs mount and its
@@ -189,7 +189,7 @@ func (a *Agent) removeApp(name string) error {
 		return err
 	}
 	// A failed unit stays known to systemd until this.
-	_ = systemctl("reset-failed", appUnit(name))
+	_ = systemctl("reset-failed", guestconfig.AppUnit(name))
 
 	if err := approot.Detach(name); err != nil {
 		return err
@@ -208,15 +208,10 @@ func (a *Agent) removeApp(name string) error {
 	return nil
 }
 
-// appUnit is the unit name of an app, as the host's units package names it.
-func appUnit(name string) string {
-	return "app-" + name + ".service"
-}
-
 // unitActive reports whether the app's unit runs or is starting or
 // stopping.
 func unitActive(name string) (bool, error) {
-	out, err := exec.Command(Systemctl, "show", "--property=ActiveState", "--value", appUnit(name)).Output()
+	out, err := exec.Command(Systemctl, "show", "--property=ActiveState", "--value", guestconfig.AppUnit(name)).Output()
 	if err != nil {
 		return false, fmt.Errorf("read the state of app %s: %w", name, err)
 	}

@@ -277,7 +277,7 @@ var actions = []string{ActionEnter, ActionAttach, ActionAppAdd, ActionAppStart, 
 
 // OpenRequest is the payload of an open frame.
 type OpenRequest struct {
-	// Action is what the stream does; empty means ActionEnter.
+	// Action is the stream's action; empty means ActionEnter.
 	Action string `json:"action,omitempty"`
 	// App is the name of the app the action concerns; for enter, the app
 	// whose environment the command runs in.

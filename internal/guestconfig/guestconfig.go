@@ -225,6 +225,13 @@ func (p *Pod) App(name string) (App, bool) {
 	return App{}, false
 }
 
+// AppUnit returns the unit name of an app, which the host writes and the
+// guest agent starts and stops. App names are appc AC names (lowercase
+// letters, digits and dashes), which are valid in unit names.
+func AppUnit(app string) string {
+	return "app-" + app + ".service"
+}
+
 // AddedApp is the host's request to the guest agent to add an app to a
 // mutable pod.
 type AddedApp struct {

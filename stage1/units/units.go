@@ -32,10 +32,9 @@ const (
 	JournaldUnit   = "systemd-journald.service"
 )
 
-// AppUnit returns the unit name of an app. App names are appc AC names
-// (lowercase letters, digits and dashes), which are valid in unit names.
+// AppUnit returns the unit name of an app.
 func AppUnit(app string) string {
-	return "app-" + app + ".service"
+	return guestconfig.AppUnit(app)
 }
 
 // Render returns the units of a pod by file name.

@@ -75,7 +75,8 @@ type Options struct {
 	// for --port NAME:HOSTPORT.
 	Ports []types.ExposedPort
 	// Mutable makes the pod a mutable one, as rkt app sandbox does: the
-	// pod manifest says so and the run entrypoint gets --mutable.
+	// pod manifest has the mutable annotation and the run entrypoint gets
+	// --mutable.
 	Mutable bool
 }
 
