@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -98,10 +99,19 @@ func (vm *VM) Args() ([]string, error) {
 
 	accel := "kvm"
 	cpu := "host"
+	params := vm.KernelParams
 	if vm.Accel == TCG {
 		// A 32 MiB translation buffer keeps QEMU's RSS near 130 MiB instead of 160 at the same speed.
 		accel = "tcg,tb-size=32"
 		cpu = "max"
+		// TCG's CPU is an AMD one without an invariant TSC, so a kernel
+		// with several vCPUs distrusts the TSC and falls back to jiffies,
+		// which tick every 4 ms. Every vCPU reads the same monotonic TSC
+		// from QEMU, so it is reliable. A tsc= parameter of the user's
+		// wins.
+		if !slices.ContainsFunc(params, func(p string) bool { return strings.HasPrefix(p, "tsc=") }) {
+			params = append(params[:len(params):len(params)], "tsc=reliable")
+		}
 	}
 	machine := vm.Machine
 	if machine == "microvm" {
@@ -125,7 +135,7 @@ func (vm *VM) Args() ([]string, error) {
 		"-no-reboot",
 		"-L", vm.Bundle.FirmwareDir(),
 		"-kernel", vm.Kernel,
-		"-append", strings.Join(vm.KernelParams, " "),
+		"-append", strings.Join(params, " "),
 		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-device", "virtio-serial-device,id=vser0,max_ports=8",
 	}

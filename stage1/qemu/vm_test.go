@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -29,7 +30,7 @@ func TestArgs(t *testing.T) {
 	}
 	got := strings.Join(args, " ")
 	want := "-name rkt-x -uuid 6ee58c77-c0fe-4567-82bd-6b08ed314883 -machine microvm,ioapic2=on -accel tcg,tb-size=32 -cpu max -smp 1 -m 128M " +
-		"-nodefaults -no-user-config -display none -no-reboot -L /s1/qemu/share/qemu -kernel /s1/bzImage -append console=ttyS0 ro " +
+		"-nodefaults -no-user-config -display none -no-reboot -L /s1/qemu/share/qemu -kernel /s1/bzImage -append console=ttyS0 ro tsc=reliable " +
 		"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny -device virtio-serial-device,id=vser0,max_ports=8 " +
 		"-chardev socket,id=console,path=stage1-vm/console.sock -serial chardev:console " +
 		"-chardev socket,id=status,path=stage1-vm/status.sock -device virtserialport,bus=vser0.0,chardev=status,id=port-status,name=org.stage1-vm.status " +
@@ -37,6 +38,18 @@ func TestArgs(t *testing.T) {
 		"-fsdev local,id=fs-app0,path=/pod/app,security_model=passthrough,multidevs=remap -device virtio-9p-device,fsdev=fs-app0,mount_tag=app0"
 	if got != want {
 		t.Errorf("args:\n got %s\nwant %s", got, want)
+	}
+
+	// Under KVM the guest has kvm-clock, and a tsc= of the user's wins.
+	vm := testVM()
+	vm.Accel = KVM
+	if args, err := vm.Args(); err != nil || !slices.Contains(args, "console=ttyS0 ro") {
+		t.Errorf("KVM kernel parameters: %q, %v; want them unchanged", args, err)
+	}
+	vm = testVM()
+	vm.KernelParams = append(vm.KernelParams, "tsc=unstable")
+	if args, err := vm.Args(); err != nil || !slices.Contains(args, "console=ttyS0 ro tsc=unstable") {
+		t.Errorf("kernel parameters with the user's tsc=unstable: %q, %v", args, err)
 	}
 }
 
