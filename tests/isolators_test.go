@@ -2,12 +2,14 @@ package tests
 
 import (
 	"encoding/json"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/appc/spec/schema/types"
 
+	stage1run "github.com/stage1-vm/stage1-vm/stage1/run"
 	"github.com/stage1-vm/stage1-vm/tests/stage0"
 )
 
@@ -22,8 +24,8 @@ func isolator(t *testing.T, name, value string) types.Isolator {
 
 // TestIsolatorsApplied runs a limited app and an inspector app that mounts
 // the guest's cgroup tree and reads the limited app's settings. The VM gets
-// the guest overhead plus 42 MiB plus one unlimited app's share of RAM, and
-// two vCPUs for a limit of 1.5 CPUs.
+// the guest overhead plus 42 MiB plus one unlimited app's share of RAM plus
+// 1 MiB for the second vCPU, and two vCPUs for a limit of 1.5 CPUs.
 func TestIsolatorsApplied(t *testing.T) {
 	d := newDriver(t)
 	limited := busyboxApp(t, "limited", "/bin/sh", "-c", `
@@ -72,14 +74,36 @@ func TestIsolatorsApplied(t *testing.T) {
 		}
 	}
 	// RAM: 64 MiB overhead, 42 MiB for the limited app, 64 MiB for the
-	// inspector: 170 MiB, of which the kernel keeps a few for itself.
+	// inspector, 1 MiB for the second vCPU: 171 MiB, of which the kernel
+	// keeps a few for itself.
 	memTotal := fieldAfter(res.Stdout, "MemTotal:")
 	kib, err := strconv.Atoi(memTotal)
 	if err != nil {
 		t.Fatalf("no MemTotal in the output:\n%s", res.Stdout)
 	}
-	if kib > 170*1024 || kib < 140*1024 {
-		t.Errorf("guest MemTotal = %d KiB, want a VM of 170 MiB", kib)
+	if kib > 171*1024 || kib < 141*1024 {
+		t.Errorf("guest MemTotal = %d KiB, want a VM of 171 MiB", kib)
+	}
+}
+
+// TestVCPUsWithoutLimits checks that a pod whose apps set no CPU limit gets
+// a vCPU per host CPU, as rkt's KVM stage1 gives it. With several vCPUs
+// under TCG, the guest must keep the TSC as its clock instead of falling
+// back to jiffies, which tick every 4 ms.
+func TestVCPUsWithoutLimits(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "counter", "/bin/sh", "-c",
+		`echo "nproc $(nproc)"; echo "clock $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"`)
+	res := run(t, d, []stage0.App{app}, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit status %d, stdout:\n%s\nstderr:\n%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	want := min(runtime.NumCPU(), stage1run.MaxVCPUs)
+	if got := fieldAfter(res.Stdout, "nproc"); got != strconv.Itoa(want) {
+		t.Errorf("guest CPUs = %q, want %d (the host's):\n%s", got, want, res.Stdout)
+	}
+	if clock := fieldAfter(res.Stdout, "clock"); clock != "tsc" && clock != "kvm-clock" {
+		t.Errorf("guest clocksource = %q, want tsc or kvm-clock:\n%s", clock, res.Stdout)
 	}
 }
 

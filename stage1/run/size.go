@@ -14,7 +14,8 @@ import (
 // Guest memory rule. A pod whose apps set no memory limit gets
 // GuestMemoryMiB. Otherwise the VM gets GuestOverheadMiB for the kernel,
 // systemd and the guest agent, plus each app's limit, plus
-// UnlimitedAppMiB for each app without a limit.
+// UnlimitedAppMiB for each app without a limit. Either way, each vCPU
+// after the first adds VCPUMemoryMiB.
 const (
 	// GuestMemoryMiB is the RAM of a pod without memory limits.
 	GuestMemoryMiB = 128
@@ -24,13 +25,22 @@ const (
 	// UnlimitedAppMiB is counted for an app without a memory limit in a
 	// pod where other apps have one.
 	UnlimitedAppMiB = 64
+	// VCPUMemoryMiB is what the guest kernel keeps for each further vCPU:
+	// 16 vCPUs left 9.2 MiB less available memory than one (0.6 MiB each).
+	VCPUMemoryMiB = 1
 )
+
+// MaxVCPUs is the most vCPUs a VM gets: the guest kernel's NR_CPUS, beyond
+// which it ignores the rest.
+const MaxVCPUs = 64
 
 const mib = 1 << 20
 
 // vmSize returns the VM's RAM in MiB and its number of vCPUs for a pod. The
 // vCPUs are the sum of the apps' CPU limits rounded up, at least 1 and at
-// most hostCPUs. hostMemory is the host's RAM in bytes.
+// most hostCPUs. A pod whose apps set no CPU limit gets hostCPUs, as rkt's
+// KVM stage1 gives it and as its apps would see in a container. Both
+// counts stop at MaxVCPUs. hostMemory is the host's RAM in bytes.
 func vmSize(pod *guestconfig.Pod, hostMemory uint64, hostCPUs int) (memMiB, cpus int, err error) {
 	// The sum is in KiB, so that limits of up to 2^63 bytes from twenty
 	// apps cannot wrap around to a small VM.
@@ -47,23 +57,32 @@ func vmSize(pod *guestconfig.Pod, hostMemory uint64, hostCPUs int) (memMiB, cpus
 		millis += app.CPUMillis
 	}
 
-	memMiB = GuestMemoryMiB
+	cpus = int((millis + 999) / 1000)
+	if millis == 0 {
+		cpus = hostCPUs
+	}
+	if hostCPUs > 0 && cpus > hostCPUs {
+		cpus = hostCPUs
+	}
+	cpus = min(max(cpus, 1), MaxVCPUs)
+	vcpuMiB := uint64(cpus-1) * VCPUMemoryMiB
+
+	memMiB = GuestMemoryMiB + int(vcpuMiB)
 	if limited {
-		totalMiB := (totalKiB + 1023) / 1024
+		totalMiB := (totalKiB+1023)/1024 + vcpuMiB
 		if hostMemory > 0 && totalMiB > hostMemory/mib {
 			return 0, 0, fmt.Errorf("the apps' memory limits need a VM of %d MiB, more than the host's %d MiB; lower the resource/memory limits", totalMiB, hostMemory/mib)
 		}
 		memMiB = int(totalMiB)
 	}
-
-	cpus = int((millis + 999) / 1000)
-	if cpus < 1 {
-		cpus = 1
-	}
-	if hostCPUs > 0 && cpus > hostCPUs {
-		cpus = hostCPUs
-	}
 	return memMiB, cpus, nil
+}
+
+// UnlimitedVMSize returns the RAM in MiB and the vCPUs of the VM of a pod
+// whose apps set no memory or CPU limit, on a host with hostCPUs CPUs.
+func UnlimitedVMSize(hostCPUs int) (memMiB, cpus int) {
+	memMiB, cpus, _ = vmSize(&guestconfig.Pod{Apps: []guestconfig.App{{}}}, 0, hostCPUs)
+	return memMiB, cpus
 }
 
 // hostResources returns the host's RAM in bytes, from /proc/meminfo, and its
@@ -100,5 +119,5 @@ func mutableVMSize(memMiB int, hostMemory uint64, hostCPUs int) (int, int) {
 	if hostMemory > 0 {
 		memMiB = min(memMiB, int(hostMemory/mib))
 	}
-	return memMiB, max(hostCPUs, 1)
+	return memMiB, min(max(hostCPUs, 1), MaxVCPUs)
 }

@@ -73,14 +73,16 @@ func newFloor(dir string, bundle qemu.Bundle, kernel string, tscKHz uint64) (*fl
 	}
 	params = append(params, "quiet", "loglevel=3")
 
+	// The floor gets the VM of a pod without limits, as the hello pod does.
+	memMiB, cpus := run.UnlimitedVMSize(runtime.NumCPU())
 	vm := &qemu.VM{
 		Name:         "stage1-vm-bench-floor",
 		UUID:         stage0.NewUUID(),
 		Bundle:       bundle,
 		Accel:        qemu.TCG,
 		Machine:      "microvm",
-		MemoryMiB:    run.GuestMemoryMiB,
-		CPUs:         1,
+		MemoryMiB:    memMiB,
+		CPUs:         cpus,
 		Kernel:       kernel,
 		KernelParams: params,
 		Devices:      []govmm.Device{qemu.Share{Tag: floorRootTag, Path: root, ReadOnly: true}},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	_ "embed"
 	"os"
+	"runtime"
 	"strings"
 	"text/template"
 
@@ -20,11 +21,13 @@ func writePage(path string, r *results, m *machine) error {
 	if err != nil {
 		return err
 	}
+	memMiB, cpus := run.UnlimitedVMSize(runtime.NumCPU())
 	var tables bytes.Buffer
 	writeTables(&tables, r, m)
 	data := struct {
 		*machine
 		MemoryMiB       int
+		CPUs            int
 		PollMs          int64
 		PollingErrorMiB float64
 		Concurrent      int
@@ -32,7 +35,8 @@ func writePage(path string, r *results, m *machine) error {
 		BusyIterations  int
 	}{
 		machine:         m,
-		MemoryMiB:       run.GuestMemoryMiB,
+		MemoryMiB:       memMiB,
+		CPUs:            cpus,
 		PollMs:          pollInterval.Milliseconds(),
 		PollingErrorMiB: r.pollingError(),
 		Concurrent:      m.ConcurrentOf,
