@@ -47,15 +47,12 @@ const (
 	// reach journald's socket after its output ended.
 	journalDrainTimeout = 2 * time.Second
 	// journalSyncTimeout bounds the flush and sync of the journal at the
-	// end of the pod, including the wait for journald to start. journald
-	// took up to 1.5 s to start with two pods at once on a 2-core host
-	// under TCG.
-	// NOTE: on a host more loaded than that, a short pod can end before
-	// journald started, and its last lines are then missing from the
-	// journal on the host. The agent logs a warning to the kernel log.
+	// end of the pod. The apps start after journald, so it runs by then.
+	// If it failed to start within its 20 s, the apps' last lines miss the
+	// journal, and the agent logs a warning to the kernel log.
 	journalSyncTimeout = 5 * time.Second
-	// journalStartTimeout bounds the wait for journald to start, which
-	// systemd starts after every app started.
+	// journalStartTimeout bounds the wait for journald to start. systemd
+	// starts it with the agent, before the apps.
 	journalStartTimeout = 5 * time.Minute
 )
 

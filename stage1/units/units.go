@@ -2,9 +2,9 @@
 //
 // The guest boots stage1-vm.target. It starts the agent, which owns the
 // guest's ports, the power-button service, which turns the host's
-// fallback stop into a reboot, and journald. Then it starts one service an app, then
-// stage1-vm-ready.service, which reports to the host that every app has
-// started. Each app service runs the guest binary's app-exec command,
+// fallback stop into a reboot, and journald. Once the agent and journald
+// run, it starts one service an app, then stage1-vm-ready.service, which
+// reports to the host that every app has started. Each app service runs the guest binary's app-exec command,
 // which enters the app's rootfs and execs the app. Its ExecStopPost
 // reports the exit status to the agent, which decides when the pod ends.
 package units
@@ -48,8 +48,8 @@ func Render(pod *guestconfig.Pod) map[string]string {
 	files := map[string]string{}
 	wants := append([]string{"stage1-vm-agent.service", "stage1-vm-power-button.service"}, appUnits...)
 	wants = append(wants, "stage1-vm-ready.service")
-	// journald is not on the apps' path: nothing waits for it. The agent
-	// sends to journald's socket, which exists before journald starts.
+	// The apps start after journald, which systemd starts with them
+	// because the target wants it.
 	files[Target] = lines(
 		"[Unit]",
 		"Description=stage1-vm pod "+pod.UUID,
@@ -133,7 +133,12 @@ func appUnit(pod *guestconfig.Pod, app guestconfig.App) string {
 		"Description=app " + app.Name,
 		"DefaultDependencies=no",
 		"Requires=stage1-vm-agent.service",
-		"After=stage1-vm-agent.service",
+		// journald needs about 0.5 s of guest CPU time to start under
+		// TCG, and apps that started with it ran slower in their first
+		// second. Ordered after it, they start later but do not share
+		// the CPU with it, and their output reaches the journal as they
+		// write it.
+		"After=stage1-vm-agent.service " + JournaldUnit,
 		"Conflicts=shutdown.target",
 		"Before=shutdown.target",
 		"",
