@@ -20,6 +20,7 @@ const (
 	aciKernel    = "rootfs/stage1-vm/host/kernel/bzImage"
 	aciKernelDir = "rootfs/stage1-vm/host/kernel/"
 	aciGuestDir  = "rootfs/stage1-vm/guest/"
+	aciCNIDir    = "rootfs/usr/lib/rkt/plugins/net/"
 )
 
 // imagePart is one part of the unpacked image and the sum of its regular
@@ -59,6 +60,7 @@ func scanACI(aciPath, qemuDir, kernelPath string) (imageSizes, error) {
 		{Name: "QEMU with its libraries, modules and firmware"},
 		{Name: "guest kernel"},
 		{Name: "guest system (systemd, its libraries, guest init)"},
+		{Name: "CNI plugins"},
 		{Name: "host entrypoints and manifest"},
 	}
 	partOf := func(name string) *imagePart {
@@ -69,8 +71,10 @@ func scanACI(aciPath, qemuDir, kernelPath string) (imageSizes, error) {
 			return &parts[1]
 		case strings.HasPrefix(name, aciGuestDir):
 			return &parts[2]
+		case strings.HasPrefix(name, aciCNIDir):
+			return &parts[3]
 		}
-		return &parts[3]
+		return &parts[4]
 	}
 
 	foundKernel := false
