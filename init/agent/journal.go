@@ -48,8 +48,9 @@ const (
 	journalDrainTimeout = 2 * time.Second
 	// journalSyncTimeout bounds the flush and sync of the journal at the
 	// end of the pod. The apps start after journald, so it runs by then.
-	// If it failed to start within its 20 s, the apps' last lines miss the
-	// journal, and the agent logs a warning to the kernel log.
+	// If it had not started within 20 s, the apps started without it, their
+	// last lines may miss the journal, and the agent logs a warning to the
+	// kernel log.
 	journalSyncTimeout = 5 * time.Second
 	// journalStartTimeout bounds the wait for journald to start. systemd
 	// starts it with the agent, before the apps.
