@@ -108,9 +108,14 @@ func (vm *VM) Args() ([]string, error) {
 		// with several vCPUs distrusts the TSC and falls back to jiffies,
 		// which tick every 4 ms. Every vCPU reads the same monotonic TSC
 		// from QEMU, so it is reliable. A tsc= parameter of the user's
-		// wins.
+		// wins. The kernel passes what follows "--" to init, so the
+		// parameter goes before it.
 		if !slices.ContainsFunc(params, func(p string) bool { return strings.HasPrefix(p, "tsc=") }) {
-			params = append(params[:len(params):len(params)], "tsc=reliable")
+			end := slices.Index(params, "--")
+			if end < 0 {
+				end = len(params)
+			}
+			params = slices.Insert(slices.Clone(params), end, "tsc=reliable")
 		}
 	}
 	machine := vm.Machine

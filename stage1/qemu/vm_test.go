@@ -47,6 +47,11 @@ func TestArgs(t *testing.T) {
 		t.Errorf("KVM kernel parameters: %q, %v; want them unchanged", args, err)
 	}
 	vm = testVM()
+	vm.KernelParams = append(vm.KernelParams, "--", "x")
+	if args, err := vm.Args(); err != nil || !slices.Contains(args, "console=ttyS0 ro tsc=reliable -- x") {
+		t.Errorf("kernel parameters with init arguments: %q, %v; want tsc=reliable before --", args, err)
+	}
+	vm = testVM()
 	vm.KernelParams = append(vm.KernelParams, "tsc=unstable")
 	if args, err := vm.Args(); err != nil || !slices.Contains(args, "console=ttyS0 ro tsc=unstable") {
 		t.Errorf("kernel parameters with the user's tsc=unstable: %q, %v", args, err)
