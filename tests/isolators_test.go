@@ -86,6 +86,21 @@ func TestIsolatorsApplied(t *testing.T) {
 	}
 }
 
+// TestTinyCPULimitRuns checks that a CPU limit below the kernel's smallest
+// quota (1 ms in each 100 ms period) still runs the app, at that quota.
+func TestTinyCPULimitRuns(t *testing.T) {
+	d := newDriver(t)
+	app := busyboxApp(t, "tiny", "/bin/sh", "-c", "echo ran")
+	app.App.Isolators = types.Isolators{isolator(t, "resource/cpu", `{"limit":"1m"}`)}
+	res := run(t, d, []stage0.App{app}, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit status %d, stdout:\n%s\nstderr:\n%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	if res.Stdout != "ran\n" {
+		t.Errorf("stdout = %q, want %q", res.Stdout, "ran\n")
+	}
+}
+
 // TestVCPUsWithoutLimits checks that a pod whose apps set no CPU limit gets
 // a vCPU per host CPU, as rkt's KVM stage1 gives it. With several vCPUs
 // under TCG, the guest must keep the TSC as its clock instead of falling

@@ -27,3 +27,17 @@ func TestExitStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestCPUMax(t *testing.T) {
+	cases := map[uint64]string{
+		1:    "1000 100000",
+		9:    "1000 100000",
+		10:   "1000 100000",
+		1500: "150000 100000",
+	}
+	for millis, want := range cases {
+		if got := cpuMax(millis); got != want {
+			t.Errorf("cpuMax(%d) = %q, want %q", millis, got, want)
+		}
+	}
+}

@@ -49,8 +49,7 @@ func enterAppCgroup(app guestconfig.App) error {
 		}
 	}
 	if app.CPUMillis > 0 {
-		// CPUMillis thousandths of a CPU in each period of 100 ms.
-		if err := writeCgroupFile(dir, "cpu.max", fmt.Sprintf("%d 100000", app.CPUMillis*100)); err != nil {
+		if err := writeCgroupFile(dir, "cpu.max", cpuMax(app.CPUMillis)); err != nil {
 			return err
 		}
 	}
@@ -60,6 +59,20 @@ func enterAppCgroup(app guestconfig.App) error {
 		}
 	}
 	return nil
+}
+
+// cpuPeriodMicros is the period of the apps' CPU quota.
+const cpuPeriodMicros = 100_000
+
+// minCPUQuotaMicros is the smallest quota the kernel accepts in cpu.max.
+const minCPUQuotaMicros = 1000
+
+// cpuMax returns the cpu.max value for a limit of millis thousandths of a
+// CPU. A limit below 10m is raised to 1 ms a period, the smallest quota
+// that the kernel accepts.
+func cpuMax(millis uint64) string {
+	quota := max(millis*cpuPeriodMicros/1000, minCPUQuotaMicros)
+	return fmt.Sprintf("%d %d", quota, cpuPeriodMicros)
 }
 
 // ownCgroup returns the cgroup v2 folder of the calling process.
