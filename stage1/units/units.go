@@ -3,10 +3,11 @@
 // The guest boots stage1-vm.target. It starts the agent, which owns the
 // guest's ports, the power-button service, which turns the host's
 // fallback stop into a reboot, and journald. Once the agent and journald
-// run, it starts one service an app, then stage1-vm-ready.service, which
-// reports to the host that every app has started. Each app service runs the guest binary's app-exec command,
-// which enters the app's rootfs and execs the app. Its ExecStopPost
-// reports the exit status to the agent, which decides when the pod ends.
+// run, it starts one service for each app, then stage1-vm-ready.service,
+// which reports to the host that every app has started. Each app service
+// runs the guest binary's app-exec command, which enters the app's rootfs
+// and execs the app. Its ExecStopPost reports the exit status to the
+// agent, which decides when the pod ends.
 package units
 
 import (
