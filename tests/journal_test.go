@@ -1,9 +1,13 @@
 package tests
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,5 +208,105 @@ func TestRktJournalPerApp(t *testing.T) {
 	}
 	if got := appLines(entries, "b", "3"); !slices.Equal(got, []string{"from-b"}) {
 		t.Errorf("journal stderr lines of b = %q, want [from-b]", got)
+	}
+}
+
+// journaldUnitInACI is the path of journald's unit in the stage1 image.
+const journaldUnitInACI = "rootfs/stage1-vm/guest/usr/lib/systemd/system/systemd-journald.service"
+
+// TestHungJournaldStillStartsApps boots an image whose journald never
+// reports that it started. Its start job times out after 20 s, and the app
+// must then run without journald and report its own exit status.
+func TestHungJournaldStillStartsApps(t *testing.T) {
+	d := newDriver(t)
+	hung := filepath.Join(t.TempDir(), "hung-journald.aci")
+	// The power-button service runs until the VM ends and never notifies
+	// systemd, as a hung journald would.
+	replaceInACI(t, d.ACI, hung, journaldUnitInACI, func(unit string) string {
+		lines := strings.Split(unit, "\n")
+		for i, line := range lines {
+			if strings.HasPrefix(line, "ExecStart=") {
+				lines[i] = "ExecStart=/stage1-vm/bin/stage1-vm-init power-button"
+			}
+		}
+		return strings.Join(lines, "\n")
+	})
+	d.ACI = hung
+	app := busyboxApp(t, "late", "/bin/sh", "-c", "echo ran; exit 3")
+	pod, err := d.Start([]stage0.App{app}, stage0.Options{Env: tcg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pod.Close()
+	// The app waited forever when the fallback failed, so the test has a
+	// limit of its own: 20 s of waiting, the boot, and the agent's 5 s
+	// for the missing journal.
+	res := waitResult(t, pod, 120*time.Second)
+	if res.ExitCode != 3 {
+		t.Errorf("exit status %d, want 3; stderr:\n%s", res.ExitCode, res.Stderr)
+	}
+	if res.Stdout != "ran\n" {
+		t.Errorf("stdout = %q, want %q", res.Stdout, "ran\n")
+	}
+}
+
+// replaceInACI copies the gzip-compressed ACI at src to dst, with the file
+// name rewritten by edit.
+func replaceInACI(t *testing.T, src, dst, name string, edit func(string) string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	zr, err := gzip.NewReader(in)
+	if err != nil {
+		t.Fatalf("read %s: %v", src, err)
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	zw, err := gzip.NewWriterLevel(out, gzip.BestSpeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, tw := tar.NewReader(zr), tar.NewWriter(zw)
+	found := false
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read %s: %v", src, err)
+		}
+		var body io.Reader = tr
+		if strings.TrimPrefix(hdr.Name, "./") == name {
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			edited := []byte(edit(string(data)))
+			hdr.Size = int64(len(edited))
+			body = bytes.NewReader(edited)
+			found = true
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !found {
+		t.Fatalf("%s has no %s", src, name)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
