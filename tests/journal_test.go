@@ -231,6 +231,7 @@ func TestHungJournaldStillStartsApps(t *testing.T) {
 		}
 		return strings.Join(lines, "\n")
 	})
+
 	d.ACI = hung
 	app := busyboxApp(t, "late", "/bin/sh", "-c", "echo ran; exit 3")
 	pod, err := d.Start([]stage0.App{app}, stage0.Options{Env: tcg})
@@ -238,6 +239,7 @@ func TestHungJournaldStillStartsApps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pod.Close()
+
 	// The app waited forever when the fallback failed, so the test has a
 	// limit of its own: 20 s of waiting, the boot, and the agent's 5 s
 	// for the missing journal.
@@ -259,6 +261,7 @@ func replaceInACI(t *testing.T, src, dst, name string, edit func(string) string)
 		t.Fatal(err)
 	}
 	defer in.Close()
+
 	zr, err := gzip.NewReader(in)
 	if err != nil {
 		t.Fatalf("read %s: %v", src, err)
@@ -268,10 +271,12 @@ func replaceInACI(t *testing.T, src, dst, name string, edit func(string) string)
 		t.Fatal(err)
 	}
 	defer out.Close()
+
 	zw, err := gzip.NewWriterLevel(out, gzip.BestSpeed)
 	if err != nil {
 		t.Fatal(err)
 	}
+
 	tr, tw := tar.NewReader(zr), tar.NewWriter(zw)
 	found := false
 	for {
@@ -282,6 +287,7 @@ func replaceInACI(t *testing.T, src, dst, name string, edit func(string) string)
 		if err != nil {
 			t.Fatalf("read %s: %v", src, err)
 		}
+
 		var body io.Reader = tr
 		if strings.TrimPrefix(hdr.Name, "./") == name {
 			data, err := io.ReadAll(tr)
@@ -293,6 +299,7 @@ func replaceInACI(t *testing.T, src, dst, name string, edit func(string) string)
 			body = bytes.NewReader(edited)
 			found = true
 		}
+
 		if err := tw.WriteHeader(hdr); err != nil {
 			t.Fatal(err)
 		}
@@ -303,6 +310,7 @@ func replaceInACI(t *testing.T, src, dst, name string, edit func(string) string)
 	if !found {
 		t.Fatalf("%s has no %s", src, name)
 	}
+
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
