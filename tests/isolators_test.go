@@ -87,7 +87,8 @@ func TestIsolatorsApplied(t *testing.T) {
 }
 
 // TestTinyCPULimitRuns checks that a CPU limit below the kernel's smallest
-// quota (1 ms in each 100 ms period) still runs the app, at that quota.
+// quota (1 ms in each 100 ms period) still runs the app. TestCPUMax in
+// init/appexec checks the quota it gets.
 func TestTinyCPULimitRuns(t *testing.T) {
 	d := newDriver(t)
 	app := busyboxApp(t, "tiny", "/bin/sh", "-c", "echo ran")
